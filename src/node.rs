@@ -1,0 +1,465 @@
+//! A node: the acceptor for every key it stores, and the proposer for every
+//! client request it receives. Runs the pure core over any [`Storage`] and
+//! [`Transport`]; holds no HTTP and no sled specifics.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+
+use crate::metrics::{inc, Metrics};
+use crate::paxos::{
+    acceptor, Ballot, BallotClock, Members, NodeId, Progress, ReadProgress, ReadRound, Reply,
+    Request, Round, Step,
+};
+use crate::storage::{Storage, StorageError};
+use crate::transport::{PeerHandler, Transport, TransportError};
+
+/// Timing knobs of a node.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// Every client request ends by then, with 503 if undecided.
+    pub request_timeout: Duration,
+    /// With a majority of read replies in hand but no conclusion, how long a
+    /// GET waits for the rest before it runs a recovery round.
+    pub straggler_wait: Duration,
+    /// First backoff after a failed round; doubles each retry.
+    pub backoff_base: Duration,
+    /// Ceiling of the backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            request_timeout: Duration::from_secs(5),
+            straggler_wait: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(2),
+            backoff_max: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why a client request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No majority answered before the deadline: the outcome is unknown.
+    #[error(
+        "no majority of nodes answered in time; the outcome is unknown, retry the same request"
+    )]
+    Unavailable,
+    /// This node's storage failed.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+}
+
+/// The answer to a PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The register was empty; this request's value is now chosen.
+    Created,
+    /// The register already held this very value.
+    AlreadyChosen,
+    /// The register holds another value, forever.
+    Conflict(Bytes),
+}
+
+/// How a GET was answered, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// From this node's decided state.
+    Local,
+    /// By a quorum read.
+    Quorum,
+    /// By a recovery round.
+    Recovered,
+}
+
+/// The result of a finished proposer loop.
+enum Finished {
+    Chosen { value: Bytes, proposed: bool },
+    Empty,
+}
+
+type Reply8 = Reply<Bytes>;
+type CallResult = Result<Reply8, String>;
+
+/// One member of the cluster.
+pub struct Node<S, T> {
+    id: NodeId,
+    members: Members,
+    timing: Timing,
+    storage: S,
+    transport: T,
+    /// Serializes load-handle-store per key (striped by key hash).
+    key_locks: Vec<Mutex<()>>,
+    clock: Mutex<BallotClock>,
+    rng: std::sync::Mutex<StdRng>,
+    /// When each peer last answered.
+    last_seen: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
+    metrics: Metrics,
+}
+
+const KEY_LOCK_STRIPES: usize = 4096;
+
+impl<S: Storage, T: Transport> Node<S, T> {
+    /// A node with id `id` in `members`, restoring its ballot clock from
+    /// `storage`. `seed` fixes the backoff randomness (tests); `None` seeds
+    /// from the OS.
+    pub fn new(
+        id: NodeId,
+        members: Members,
+        timing: Timing,
+        storage: S,
+        transport: T,
+        seed: Option<u64>,
+    ) -> Result<Arc<Self>, StorageError> {
+        let mark = storage.load_round_mark()?;
+        let rng = match seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        Ok(Arc::new(Node {
+            id,
+            members,
+            timing,
+            storage,
+            transport,
+            key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            clock: Mutex::new(BallotClock::restore(id, mark)),
+            rng: std::sync::Mutex::new(rng),
+            last_seen: std::sync::Mutex::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+        }))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The cluster's members.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// This node's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// This node's storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// How long ago each peer last answered a call from this node.
+    pub fn last_seen(&self) -> BTreeMap<NodeId, Duration> {
+        let seen = self.last_seen.lock().expect("poisoned");
+        seen.iter().map(|(id, at)| (*id, at.elapsed())).collect()
+    }
+
+    // ----- acceptor side -----
+
+    /// Applies one acceptor request for `key` and returns the reply, which
+    /// is only produced after the new state is durable (invariant 1).
+    pub async fn handle_acceptor(
+        &self,
+        key: &str,
+        request: Request<Bytes>,
+    ) -> Result<Reply8, StorageError> {
+        inc(&self.metrics.acceptor_requests);
+        let _guard = self.key_lock(key).lock().await;
+        let state = self
+            .storage
+            .load(key)
+            .inspect_err(|_| self.storage_failed())?;
+        match acceptor::handle(&state, request) {
+            Step::Reply(reply) => Ok(reply),
+            Step::Persist(persist) => {
+                self.storage
+                    .store(key, persist.state())
+                    .await
+                    .inspect_err(|_| self.storage_failed())?;
+                Ok(persist.reply_once_durable().1)
+            }
+        }
+    }
+
+    fn key_lock(&self, key: &str) -> &Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        &self.key_locks[(hash as usize) % KEY_LOCK_STRIPES]
+    }
+
+    fn storage_failed(&self) {
+        inc(&self.metrics.storage_errors);
+    }
+
+    // ----- proposer side -----
+
+    /// Writes `value` to the register `key` once (API.md `PUT`).
+    pub async fn put(self: &Arc<Self>, key: &str, value: Bytes) -> Result<PutOutcome, NodeError> {
+        let deadline = Instant::now() + self.timing.request_timeout;
+        let outcome = match self.local_decided(key)? {
+            Some(chosen) => same_or_conflict(chosen, &value),
+            None => match self.propose(key, Some(value.clone()), deadline).await {
+                Ok(Finished::Chosen {
+                    value: chosen,
+                    proposed,
+                }) => {
+                    if proposed {
+                        PutOutcome::Created
+                    } else {
+                        same_or_conflict(chosen, &value)
+                    }
+                }
+                Ok(Finished::Empty) => unreachable!("a round with a value never ends empty"),
+                Err(e) => {
+                    inc(&self.metrics.unavailable);
+                    return Err(e);
+                }
+            },
+        };
+        inc(match &outcome {
+            PutOutcome::Created => &self.metrics.put_created,
+            PutOutcome::AlreadyChosen => &self.metrics.put_same,
+            PutOutcome::Conflict(_) => &self.metrics.put_conflict,
+        });
+        Ok(outcome)
+    }
+
+    /// Reads the register `key` (API.md `GET`): `Some(value)` when a value is
+    /// chosen, `None` when a majority confirms nothing is.
+    pub async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Bytes>, NodeError> {
+        let result = self.get_with_path(key).await;
+        match &result {
+            Ok((None, _)) => inc(&self.metrics.get_not_found),
+            Ok((Some(_), ReadPath::Local)) => inc(&self.metrics.get_local),
+            Ok((Some(_), ReadPath::Quorum)) => inc(&self.metrics.get_quorum),
+            Ok((Some(_), ReadPath::Recovered)) => inc(&self.metrics.get_recovered),
+            Err(_) => inc(&self.metrics.unavailable),
+        }
+        result.map(|(value, _)| value)
+    }
+
+    /// [`Node::get`], also saying how the answer was reached.
+    pub async fn get_with_path(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> Result<(Option<Bytes>, ReadPath), NodeError> {
+        let deadline = Instant::now() + self.timing.request_timeout;
+        // DESIGN.md GET step 1: a decided register is immutable (invariant 5).
+        if let Some(value) = self.local_decided(key)? {
+            return Ok((Some(value), ReadPath::Local));
+        }
+        // Steps 2-4: a quorum read comparing (ballot, value).
+        let key: Arc<str> = Arc::from(key);
+        let mut read = ReadRound::start(self.members.clone());
+        let mut replies = self.broadcast(&key, Request::Read);
+        let mut answered = 0usize;
+        let mut straggler_deadline: Option<Instant> = None;
+        let progress = loop {
+            let until = straggler_deadline.map_or(deadline, |s| s.min(deadline));
+            let progress = match tokio::time::timeout_at(until, replies.recv()).await {
+                Err(_) if Instant::now() >= deadline => return Err(NodeError::Unavailable),
+                Err(_) | Ok(None) => read.give_up(),
+                Ok(Some((from, Ok(reply)))) => {
+                    answered += 1;
+                    read.on_reply(from, reply)
+                }
+                Ok(Some((from, Err(_)))) => read.on_unreachable(from),
+            };
+            match progress {
+                ReadProgress::Wait => {
+                    if answered >= self.members.quorum() && straggler_deadline.is_none() {
+                        straggler_deadline = Some(Instant::now() + self.timing.straggler_wait);
+                    }
+                }
+                done => break done,
+            }
+        };
+        match progress {
+            ReadProgress::Chosen { ballot, value } => {
+                self.announce(&key, ballot, value.clone());
+                Ok((Some(value), ReadPath::Quorum))
+            }
+            ReadProgress::Empty => Ok((None, ReadPath::Quorum)),
+            ReadProgress::Stalled => Err(NodeError::Unavailable),
+            // Step 5: the votes disagree; finish the instance.
+            ReadProgress::Recover => match self.propose(&key, None, deadline).await? {
+                Finished::Chosen { value, .. } => Ok((Some(value), ReadPath::Recovered)),
+                Finished::Empty => Ok((None, ReadPath::Recovered)),
+            },
+            ReadProgress::Wait => unreachable!("the loop only ends on a conclusion"),
+        }
+    }
+
+    fn local_decided(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        let state = self
+            .storage
+            .load(key)
+            .inspect_err(|_| self.storage_failed())?;
+        Ok(state.decided_value().map(|a| a.value.clone()))
+    }
+
+    /// Runs proposer rounds with growing, randomized backoff until one ends
+    /// in a chosen value (or, with no value of its own, finds none), or the
+    /// deadline passes (invariant 6).
+    async fn propose(
+        self: &Arc<Self>,
+        key: &str,
+        own: Option<Bytes>,
+        deadline: Instant,
+    ) -> Result<Finished, NodeError> {
+        let key: Arc<str> = Arc::from(key);
+        let mut seen_round = 0u64;
+        for attempt in 0u32.. {
+            if attempt > 0 {
+                let pause = self.backoff(attempt);
+                if Instant::now() + pause >= deadline {
+                    return Err(NodeError::Unavailable);
+                }
+                tokio::time::sleep(pause).await;
+            }
+            let ballot = self.next_ballot(seen_round).await?;
+            inc(&self.metrics.rounds);
+            let (mut round, prepare) = Round::start(ballot, self.members.clone(), own.clone());
+            let mut replies = self.broadcast(&key, prepare);
+            let progress = loop {
+                let progress = match tokio::time::timeout_at(deadline, replies.recv()).await {
+                    Err(_) => return Err(NodeError::Unavailable),
+                    Ok(None) => Progress::Stalled,
+                    Ok(Some((from, Ok(reply)))) => round.on_reply(from, reply),
+                    Ok(Some((from, Err(_)))) => round.on_unreachable(from),
+                };
+                match progress {
+                    Progress::Wait => {}
+                    Progress::Send(accept) => replies = self.broadcast(&key, accept),
+                    done => break done,
+                }
+            };
+            match progress {
+                Progress::Chosen {
+                    ballot,
+                    value,
+                    proposed,
+                } => {
+                    self.announce(&key, ballot, value.clone());
+                    return Ok(Finished::Chosen { value, proposed });
+                }
+                Progress::Empty => return Ok(Finished::Empty),
+                Progress::Preempted { seen } => {
+                    inc(&self.metrics.preempted);
+                    seen_round = seen_round.max(seen.round);
+                }
+                Progress::Stalled => {}
+                Progress::Wait | Progress::Send(_) => unreachable!("handled in the loop"),
+            }
+        }
+        unreachable!("the attempt counter does not run out before the deadline")
+    }
+
+    /// A ballot above every ballot this node used and above `seen_round`;
+    /// the reservation is durable before the ballot is returned (invariant 2).
+    async fn next_ballot(&self, seen_round: u64) -> Result<Ballot, StorageError> {
+        let mut clock = self.clock.lock().await;
+        let next = clock.next(seen_round);
+        if let Some(mark) = next.reserve {
+            self.storage
+                .store_round_mark(mark)
+                .await
+                .inspect_err(|_| self.storage_failed())?;
+        }
+        Ok(next.ballot)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .timing
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.timing.backoff_max);
+        let mut rng = self.rng.lock().expect("poisoned");
+        ceiling.mul_f64(rng.random_range(0.5..=1.0))
+    }
+
+    /// Sends `request` to every member (this node included) concurrently and
+    /// streams back replies as they come. Calls still running when the
+    /// receiver is dropped finish in the background.
+    fn broadcast(
+        self: &Arc<Self>,
+        key: &Arc<str>,
+        request: Request<Bytes>,
+    ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for member in self.members.iter() {
+            let (node, key, request, tx) = (self.clone(), key.clone(), request.clone(), tx.clone());
+            tokio::spawn(async move {
+                let result = node.call(member, &key, request).await;
+                let _ = tx.send((member, result));
+            });
+        }
+        rx
+    }
+
+    async fn call(&self, to: NodeId, key: &str, request: Request<Bytes>) -> CallResult {
+        if to == self.id {
+            return self
+                .handle_acceptor(key, request)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        match self.transport.call(to, key, request).await {
+            Ok(reply) => {
+                let mut seen = self.last_seen.lock().expect("poisoned");
+                seen.insert(to, std::time::Instant::now());
+                Ok(reply)
+            }
+            Err(e) => {
+                inc(&self.metrics.peer_errors);
+                tracing::debug!(peer = to, error = %e, "peer call failed");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Tells every member (this node too) that `value` is chosen in
+    /// `ballot`, fire and forget, so later GETs anywhere are local.
+    fn announce(self: &Arc<Self>, key: &Arc<str>, ballot: Ballot, value: Bytes) {
+        drop(self.broadcast(key, Request::Decide { ballot, value }));
+    }
+}
+
+fn same_or_conflict(chosen: Bytes, value: &Bytes) -> PutOutcome {
+    if chosen == *value {
+        PutOutcome::AlreadyChosen
+    } else {
+        PutOutcome::Conflict(chosen)
+    }
+}
+
+impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
+    fn handle(
+        &self,
+        _from: NodeId,
+        key: String,
+        request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply8, TransportError>> + Send + '_>> {
+        Box::pin(async move {
+            self.handle_acceptor(&key, request)
+                .await
+                .map_err(|e| TransportError::Status {
+                    status: 500,
+                    body: e.to_string(),
+                })
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! An in-memory [`Storage`] for deterministic tests and simulation.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{State, Storage, StorageError};
+
+/// Acceptor state in memory. Clones share the same state, so a test can
+/// "restart" a node by building a new one over a clone: every completed
+/// `store` survives, exactly as the durability contract promises.
+#[derive(Clone, Default)]
+pub struct MemoryStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    states: Mutex<BTreeMap<String, State>>,
+    round_mark: Mutex<u64>,
+    failing: AtomicBool,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// While set, every write fails with [`StorageError::Io`] and changes
+    /// nothing, as a full or read-only disk would.
+    pub fn set_failing(&self, failing: bool) {
+        self.inner.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// A snapshot of every stored register, for assertions.
+    pub fn snapshot(&self) -> BTreeMap<String, State> {
+        self.inner.states.lock().expect("poisoned").clone()
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if self.inner.failing.load(Ordering::SeqCst) {
+            Err(StorageError::Io("injected write failure".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn load(&self, key: &str) -> Result<State, StorageError> {
+        let states = self.inner.states.lock().expect("poisoned");
+        Ok(states.get(key).cloned().unwrap_or_default())
+    }
+
+    async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
+        self.check()?;
+        let mut states = self.inner.states.lock().expect("poisoned");
+        states.insert(key.to_owned(), state.clone());
+        Ok(())
+    }
+
+    fn load_round_mark(&self) -> Result<u64, StorageError> {
+        Ok(*self.inner.round_mark.lock().expect("poisoned"))
+    }
+
+    async fn store_round_mark(&self, mark: u64) -> Result<(), StorageError> {
+        self.check()?;
+        *self.inner.round_mark.lock().expect("poisoned") = mark;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}

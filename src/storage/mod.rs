@@ -1,0 +1,79 @@
+//! Durable acceptor state: the [`Storage`] trait, its sled implementation and
+//! an in-memory twin for deterministic tests.
+//!
+//! Contract for every implementation: when [`Storage::store`] or
+//! [`Storage::store_round_mark`] returns `Ok`, the write survives a crash of
+//! the process *and* of the machine (power loss). The caller serializes
+//! writes to one key (the node holds a per-key lock around load, handle,
+//! store), so implementations need no read-modify-write atomicity of their own.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::paxos::AcceptorState;
+
+mod codec;
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStorage;
+pub use sled_store::SledStorage;
+
+/// The acceptor state of one register, with values as bytes.
+pub type State = AcceptorState<Bytes>;
+
+/// Why the store could not read or write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The disk or the database failed; the write may not be durable.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The data directory was written by an incompatible release.
+    #[error("data directory format version {found} is not supported (this release reads version {supported})")]
+    Version {
+        /// The version found on disk.
+        found: u8,
+        /// The version this release writes.
+        supported: u8,
+    },
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// Where a node keeps its acceptor state and its ballot reservation.
+pub trait Storage: Send + Sync + 'static {
+    /// The state of `key`; the default (nothing promised, nothing accepted)
+    /// for a key never written.
+    fn load(&self, key: &str) -> Result<State, StorageError>;
+
+    /// Replaces the state of `key`. Resolves `Ok` only once the new state is
+    /// durable (DESIGN.md invariant 1); on `Err` the caller must not reply.
+    fn store(
+        &self,
+        key: &str,
+        state: &State,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The node's durable ballot reservation mark (0 when never written).
+    fn load_round_mark(&self) -> Result<u64, StorageError>;
+
+    /// Durably records the ballot reservation mark (DESIGN.md invariant 2).
+    fn store_round_mark(&self, mark: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Flushes everything to disk; called at shutdown.
+    fn flush(&self) -> Result<(), StorageError>;
+}

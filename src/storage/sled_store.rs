@@ -1,0 +1,313 @@
+//! The sled-backed [`Storage`], with a group-committed `fdatasync`.
+//!
+//! sled 0.34's `flush` writes its buffers with `sync_file_range`, which
+//! persists neither file metadata nor the device cache, and its own periodic
+//! `fsync` runs only every `flush_every_ms`. So every write here is followed
+//! by `flush` and then `fdatasync` on sled's log file (`<dir>/db`), opened by
+//! us, plus an `fsync` of any file sled spilled to `blobs/` (values are split
+//! into small chunks so that this is rare). One sync thread does this for
+//! every write waiting at that moment (group commit): concurrent writers
+//! share one `fdatasync`.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, ROUND_KEY};
+use super::{State, Storage, StorageError};
+use crate::paxos::Accepted;
+
+/// Acceptor state in a sled database under one directory.
+pub struct SledStorage {
+    db: sled::Db,
+    commit: Arc<Commit>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+/// Progress of the sync thread, in write sequence numbers.
+#[derive(Clone, Copy, Default, Debug)]
+struct Synced {
+    /// Every write numbered up to this is durable.
+    durable: u64,
+    /// The last sync failed; writes numbered up to this may be lost.
+    failed: u64,
+}
+
+struct Commit {
+    /// Sequence number of the last write applied to sled.
+    written: AtomicU64,
+    wake: Mutex<Wake>,
+    cond: Condvar,
+    synced: watch::Sender<Synced>,
+    /// How many sync rounds ran (each is one `fdatasync`), for metrics.
+    syncs: AtomicU64,
+}
+
+#[derive(Default)]
+struct Wake {
+    pending: bool,
+    stop: bool,
+}
+
+impl SledStorage {
+    /// Opens (or creates) the database in `dir`. Fails if the directory is
+    /// unusable or holds data of another format version.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(128 * 1024 * 1024)
+            .open()?;
+        match db.get(FORMAT_KEY)? {
+            None => {
+                db.insert(FORMAT_KEY, &[FORMAT_VERSION])?;
+                db.flush()?;
+            }
+            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(StorageError::Version {
+                    found: v.first().copied().unwrap_or(0),
+                    supported: FORMAT_VERSION,
+                })
+            }
+        }
+        let log = File::open(dir.join("db"))?;
+        log.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        let (synced, _) = watch::channel(Synced::default());
+        let commit = Arc::new(Commit {
+            written: AtomicU64::new(0),
+            wake: Mutex::new(Wake::default()),
+            cond: Condvar::new(),
+            synced,
+            syncs: AtomicU64::new(0),
+        });
+        let syncer = Syncer {
+            db: db.clone(),
+            log,
+            blobs: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+            commit: commit.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("paxos-kv-fsync".into())
+            .spawn(move || syncer.run())?;
+        Ok(SledStorage {
+            db,
+            commit,
+            syncer: Some(handle),
+        })
+    }
+
+    /// How many group commits (`fdatasync` calls) ran since open.
+    pub fn sync_count(&self) -> u64 {
+        self.commit.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Applies `batch` and waits until it is durable.
+    async fn commit(&self, batch: sled::Batch) -> Result<(), StorageError> {
+        self.db.apply_batch(batch)?;
+        let seq = self.commit.written.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut wake = self.commit.wake.lock().expect("poisoned");
+            wake.pending = true;
+        }
+        self.commit.cond.notify_one();
+        let mut rx = self.commit.synced.subscribe();
+        let synced = *rx
+            .wait_for(|s| s.durable >= seq || s.failed >= seq)
+            .await
+            .map_err(|_| StorageError::Io("sync thread stopped".into()))?;
+        if synced.durable >= seq {
+            Ok(())
+        } else {
+            Err(StorageError::Io(
+                "fdatasync failed; write not durable".into(),
+            ))
+        }
+    }
+
+    fn read_value(&self, key: &str, header: &Header) -> Result<Bytes, StorageError> {
+        let mut value = BytesMut::with_capacity(header.value_len as usize);
+        for i in 0..header.chunks() {
+            let chunk = self
+                .db
+                .get(codec::chunk_key(key, i))?
+                .ok_or_else(|| StorageError::Corrupt(format!("chunk {i} of {key:?} missing")))?;
+            value.extend_from_slice(&chunk);
+        }
+        if value.len() != header.value_len as usize {
+            return Err(StorageError::Corrupt(format!(
+                "value of {key:?} has {} bytes, header says {}",
+                value.len(),
+                header.value_len
+            )));
+        }
+        Ok(value.freeze())
+    }
+}
+
+impl Storage for SledStorage {
+    fn load(&self, key: &str) -> Result<State, StorageError> {
+        let Some(raw) = self.db.get(codec::header_key(key))? else {
+            return Ok(State::default());
+        };
+        let header = Header::decode(&raw)?;
+        let accepted = match header.vote {
+            None => None,
+            Some(ballot) => Some(Accepted {
+                ballot,
+                value: self.read_value(key, &header)?,
+            }),
+        };
+        Ok(State {
+            promised: header.promised,
+            accepted,
+            decided: header.decided,
+        })
+    }
+
+    async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
+        let value_len = match &state.accepted {
+            Some(a) => u32::try_from(a.value.len())
+                .map_err(|_| StorageError::Io("value larger than 4 GiB".into()))?,
+            None => 0,
+        };
+        let header = Header {
+            promised: state.promised,
+            vote: state.accepted.as_ref().map(|a| a.ballot),
+            decided: state.decided,
+            value_len,
+        };
+        let old = match self.db.get(codec::header_key(key))? {
+            Some(raw) => Some(Header::decode(&raw)?),
+            None => None,
+        };
+        let mut batch = sled::Batch::default();
+        // One ballot carries one value, so the same vote ballot and length
+        // means the chunks on disk are already this value.
+        let same_value =
+            old.is_some_and(|o| o.vote == header.vote && o.value_len == header.value_len);
+        if !same_value {
+            if let Some(a) = &state.accepted {
+                for (i, chunk) in a.value.chunks(CHUNK).enumerate() {
+                    batch.insert(codec::chunk_key(key, i as u32), chunk);
+                }
+            }
+            for i in header.chunks()..old.map_or(0, |o| o.chunks()) {
+                batch.remove(codec::chunk_key(key, i));
+            }
+        }
+        batch.insert(codec::header_key(key), &header.encode()[..]);
+        self.commit(batch).await
+    }
+
+    fn load_round_mark(&self) -> Result<u64, StorageError> {
+        match self.db.get(ROUND_KEY)? {
+            None => Ok(0),
+            Some(raw) => {
+                let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| {
+                    StorageError::Corrupt(format!("round mark of {} bytes", raw.len()))
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    async fn store_round_mark(&self, mark: u64) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(ROUND_KEY, &mark.to_be_bytes()[..]);
+        self.commit(batch).await
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for SledStorage {
+    fn drop(&mut self) {
+        {
+            let mut wake = self.commit.wake.lock().expect("poisoned");
+            wake.stop = true;
+        }
+        self.commit.cond.notify_one();
+        if let Some(handle) = self.syncer.take() {
+            let _ = handle.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
+/// The group-commit thread.
+struct Syncer {
+    db: sled::Db,
+    log: File,
+    blobs: PathBuf,
+    synced_blobs: HashSet<OsString>,
+    commit: Arc<Commit>,
+}
+
+impl Syncer {
+    fn run(mut self) {
+        loop {
+            {
+                let mut wake = self.commit.wake.lock().expect("poisoned");
+                while !wake.pending && !wake.stop {
+                    wake = self.commit.cond.wait(wake).expect("poisoned");
+                }
+                if !wake.pending && wake.stop {
+                    return;
+                }
+                wake.pending = false;
+            }
+            let target = self.commit.written.load(Ordering::SeqCst);
+            let result = self.sync();
+            self.commit.syncs.fetch_add(1, Ordering::Relaxed);
+            self.commit.synced.send_modify(|s| match &result {
+                Ok(()) => s.durable = s.durable.max(target),
+                Err(_) => s.failed = s.failed.max(target),
+            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, "group commit failed; writes answered with errors");
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        self.log.sync_data()?;
+        self.sync_blobs()
+    }
+
+    /// fsyncs blob files sled created since the last round, then the folder.
+    fn sync_blobs(&mut self) -> Result<(), StorageError> {
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut new = false;
+        for entry in entries {
+            let entry = entry?;
+            if self.synced_blobs.contains(&entry.file_name()) {
+                continue;
+            }
+            File::open(entry.path())?.sync_all()?;
+            self.synced_blobs.insert(entry.file_name());
+            new = true;
+        }
+        if new {
+            File::open(&self.blobs)?.sync_all()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! The JSON messages between nodes (protocol version 1).
+//!
+//! Requests are POSTed to `/v1/paxos/{prepare,accept,read,decide}` with a
+//! [`PeerRequest`] body; the acceptor answers 200 with a [`PeerResponse`].
+//! Values travel as standard base64. A message with another `version` is
+//! refused with 400 instead of being misread (DESIGN.md invariant 7).
+//!
+//! ```json
+//! {"version":1,"from":2,"key":"app/db","ballot":{"round":7,"node":2},"value":"aGk="}
+//! {"version":1,"from":1,"type":"promise","ballot":{"round":7,"node":2},"accepted":null}
+//! ```
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::paxos::{Accepted, Ballot, NodeId, Reply, Request};
+
+/// The peer protocol version this release speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Bytes that serialize as a base64 string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Base64(pub Bytes);
+
+impl Serialize for Base64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map(|v| Base64(Bytes::from(v)))
+            .map_err(|e| serde::de::Error::custom(format!("value is not base64: {e}")))
+    }
+}
+
+/// The four acceptor operations, one route each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Phase 1a.
+    Prepare,
+    /// Phase 2a.
+    Accept,
+    /// Quorum read.
+    Read,
+    /// Chosen-value notice.
+    Decide,
+}
+
+impl Op {
+    /// The route's last path segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Prepare => "prepare",
+            Op::Accept => "accept",
+            Op::Read => "read",
+            Op::Decide => "decide",
+        }
+    }
+
+    /// The operation of a request.
+    pub fn of<V>(request: &Request<V>) -> Op {
+        match request {
+            Request::Prepare { .. } => Op::Prepare,
+            Request::Accept { .. } => Op::Accept,
+            Request::Read => Op::Read,
+            Request::Decide { .. } => Op::Decide,
+        }
+    }
+}
+
+/// Body of a peer request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRequest {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The sending node.
+    pub from: NodeId,
+    /// The register.
+    pub key: String,
+    /// Set for prepare, accept and decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ballot: Option<Ballot>,
+    /// Set for accept and decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Base64>,
+}
+
+impl PeerRequest {
+    /// Encodes `request` for `key`, sent by `from`.
+    pub fn new(from: NodeId, key: &str, request: Request<Bytes>) -> Self {
+        let (ballot, value) = match request {
+            Request::Prepare { ballot } => (Some(ballot), None),
+            Request::Accept { ballot, value } | Request::Decide { ballot, value } => {
+                (Some(ballot), Some(Base64(value)))
+            }
+            Request::Read => (None, None),
+        };
+        PeerRequest {
+            version: PROTOCOL_VERSION,
+            from,
+            key: key.to_owned(),
+            ballot,
+            value,
+        }
+    }
+
+    /// Decodes the request for route `op`, or says what is wrong with it.
+    pub fn into_request(self, op: Op) -> Result<Request<Bytes>, String> {
+        if self.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "peer protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                self.version
+            ));
+        }
+        let ballot = || {
+            self.ballot
+                .ok_or_else(|| format!("{} needs a ballot", op.name()))
+        };
+        let value = || {
+            self.value
+                .clone()
+                .map(|v| v.0)
+                .ok_or_else(|| format!("{} needs a value", op.name()))
+        };
+        Ok(match op {
+            Op::Prepare => Request::Prepare { ballot: ballot()? },
+            Op::Accept => Request::Accept {
+                ballot: ballot()?,
+                value: value()?,
+            },
+            Op::Read => Request::Read,
+            Op::Decide => Request::Decide {
+                ballot: ballot()?,
+                value: value()?,
+            },
+        })
+    }
+}
+
+/// A vote on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireVote {
+    /// The ballot voted in.
+    pub ballot: Ballot,
+    /// The value voted for.
+    pub value: Base64,
+}
+
+/// An acceptor reply on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WireReply {
+    /// See [`Reply::Promise`].
+    Promise {
+        /// Promised ballot.
+        ballot: Ballot,
+        /// Previous vote.
+        accepted: Option<WireVote>,
+    },
+    /// See [`Reply::Accepted`].
+    Accepted {
+        /// Accepted ballot.
+        ballot: Ballot,
+    },
+    /// See [`Reply::Rejected`].
+    Rejected {
+        /// Rejected ballot.
+        ballot: Ballot,
+        /// The acceptor's promise.
+        promised: Ballot,
+    },
+    /// See [`Reply::Decided`].
+    Decided {
+        /// Ballot chosen in.
+        ballot: Ballot,
+        /// Chosen value.
+        value: Base64,
+    },
+    /// See [`Reply::Vote`].
+    Vote {
+        /// Current vote.
+        accepted: Option<WireVote>,
+    },
+    /// See [`Reply::Ack`].
+    Ack,
+}
+
+/// Body of a peer reply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerResponse {
+    /// [`PROTOCOL_VERSION`] of the acceptor.
+    pub version: u32,
+    /// The answering node.
+    pub from: NodeId,
+    /// The acceptor's answer.
+    #[serde(flatten)]
+    pub reply: WireReply,
+}
+
+fn vote_to_wire(vote: Option<Accepted<Bytes>>) -> Option<WireVote> {
+    vote.map(|a| WireVote {
+        ballot: a.ballot,
+        value: Base64(a.value),
+    })
+}
+
+fn vote_from_wire(vote: Option<WireVote>) -> Option<Accepted<Bytes>> {
+    vote.map(|w| Accepted {
+        ballot: w.ballot,
+        value: w.value.0,
+    })
+}
+
+impl PeerResponse {
+    /// Encodes `reply`, answered by `from`.
+    pub fn new(from: NodeId, reply: Reply<Bytes>) -> Self {
+        let reply = match reply {
+            Reply::Promise { ballot, accepted } => WireReply::Promise {
+                ballot,
+                accepted: vote_to_wire(accepted),
+            },
+            Reply::Accepted { ballot } => WireReply::Accepted { ballot },
+            Reply::Rejected { ballot, promised } => WireReply::Rejected { ballot, promised },
+            Reply::Decided { ballot, value } => WireReply::Decided {
+                ballot,
+                value: Base64(value),
+            },
+            Reply::Vote { accepted } => WireReply::Vote {
+                accepted: vote_to_wire(accepted),
+            },
+            Reply::Ack => WireReply::Ack,
+        };
+        PeerResponse {
+            version: PROTOCOL_VERSION,
+            from,
+            reply,
+        }
+    }
+
+    /// Decodes the reply, refusing another protocol version.
+    pub fn into_reply(self) -> Result<Reply<Bytes>, String> {
+        if self.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "peer speaks protocol version {}, this node {PROTOCOL_VERSION}",
+                self.version
+            ));
+        }
+        Ok(match self.reply {
+            WireReply::Promise { ballot, accepted } => Reply::Promise {
+                ballot,
+                accepted: vote_from_wire(accepted),
+            },
+            WireReply::Accepted { ballot } => Reply::Accepted { ballot },
+            WireReply::Rejected { ballot, promised } => Reply::Rejected { ballot, promised },
+            WireReply::Decided { ballot, value } => Reply::Decided {
+                ballot,
+                value: value.0,
+            },
+            WireReply::Vote { accepted } => Reply::Vote {
+                accepted: vote_from_wire(accepted),
+            },
+            WireReply::Ack => Reply::Ack,
+        })
+    }
+}
