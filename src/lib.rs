@@ -4,3 +4,4 @@ pub mod node;
 pub mod paxos;
 pub mod storage;
 pub mod transport;
+pub mod value;

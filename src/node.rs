@@ -21,6 +21,7 @@ use crate::paxos::{
 };
 use crate::storage::{Storage, StorageError};
 use crate::transport::{PeerHandler, Transport, TransportError};
+use crate::value::Value;
 
 /// Timing knobs of a node.
 #[derive(Clone, Debug)]
@@ -84,11 +85,11 @@ pub enum ReadPath {
 
 /// The result of a finished proposer loop.
 enum Finished {
-    Chosen { value: Bytes, proposed: bool },
+    Chosen(Value),
     Empty,
 }
 
-type Reply8 = Reply<Bytes>;
+type Reply8 = Reply<Value>;
 type CallResult = Result<Reply8, String>;
 
 /// One member of the cluster.
@@ -173,7 +174,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     pub async fn handle_acceptor(
         &self,
         key: &str,
-        request: Request<Bytes>,
+        request: Request<Value>,
     ) -> Result<Reply8, StorageError> {
         inc(&self.metrics.acceptor_requests);
         let _guard = self.key_lock(key).lock().await;
@@ -208,19 +209,16 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Writes `value` to the register `key` once (API.md `PUT`).
     pub async fn put(self: &Arc<Self>, key: &str, value: Bytes) -> Result<PutOutcome, NodeError> {
         let deadline = Instant::now() + self.timing.request_timeout;
+        let own = Value {
+            writer: self.rng.lock().expect("poisoned").random(),
+            bytes: value,
+        };
         let outcome = match self.local_decided(key)? {
-            Some(chosen) => same_or_conflict(chosen, &value),
-            None => match self.propose(key, Some(value.clone()), deadline).await {
-                Ok(Finished::Chosen {
-                    value: chosen,
-                    proposed,
-                }) => {
-                    if proposed {
-                        PutOutcome::Created
-                    } else {
-                        same_or_conflict(chosen, &value)
-                    }
-                }
+            Some(chosen) => same_or_conflict(chosen, &own.bytes),
+            None => match self.propose(key, Some(own.clone()), deadline).await {
+                // Only the request whose proposal was chosen created the value.
+                Ok(Finished::Chosen(chosen)) if chosen == own => PutOutcome::Created,
+                Ok(Finished::Chosen(chosen)) => same_or_conflict(chosen.bytes, &own.bytes),
                 Ok(Finished::Empty) => unreachable!("a round with a value never ends empty"),
                 Err(e) => {
                     inc(&self.metrics.unavailable);
@@ -288,14 +286,15 @@ impl<S: Storage, T: Transport> Node<S, T> {
         };
         match progress {
             ReadProgress::Chosen { ballot, value } => {
-                self.announce(&key, ballot, value.clone());
-                Ok((Some(value), ReadPath::Quorum))
+                let bytes = value.bytes.clone();
+                self.announce(&key, ballot, value);
+                Ok((Some(bytes), ReadPath::Quorum))
             }
             ReadProgress::Empty => Ok((None, ReadPath::Quorum)),
             ReadProgress::Stalled => Err(NodeError::Unavailable),
             // Step 5: the votes disagree; finish the instance.
             ReadProgress::Recover => match self.propose(&key, None, deadline).await? {
-                Finished::Chosen { value, .. } => Ok((Some(value), ReadPath::Recovered)),
+                Finished::Chosen(value) => Ok((Some(value.bytes), ReadPath::Recovered)),
                 Finished::Empty => Ok((None, ReadPath::Recovered)),
             },
             ReadProgress::Wait => unreachable!("the loop only ends on a conclusion"),
@@ -307,7 +306,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
             .storage
             .load(key)
             .inspect_err(|_| self.storage_failed())?;
-        Ok(state.decided_value().map(|a| a.value.clone()))
+        Ok(state.decided_value().map(|a| a.value.bytes.clone()))
     }
 
     /// Runs proposer rounds with growing, randomized backoff until one ends
@@ -316,7 +315,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     async fn propose(
         self: &Arc<Self>,
         key: &str,
-        own: Option<Bytes>,
+        own: Option<Value>,
         deadline: Instant,
     ) -> Result<Finished, NodeError> {
         let key: Arc<str> = Arc::from(key);
@@ -347,13 +346,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 }
             };
             match progress {
-                Progress::Chosen {
-                    ballot,
-                    value,
-                    proposed,
-                } => {
+                Progress::Chosen { ballot, value, .. } => {
                     self.announce(&key, ballot, value.clone());
-                    return Ok(Finished::Chosen { value, proposed });
+                    return Ok(Finished::Chosen(value));
                 }
                 Progress::Empty => return Ok(Finished::Empty),
                 Progress::Preempted { seen } => {
@@ -397,7 +392,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     fn broadcast(
         self: &Arc<Self>,
         key: &Arc<str>,
-        request: Request<Bytes>,
+        request: Request<Value>,
     ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
         let (tx, rx) = mpsc::unbounded_channel();
         for member in self.members.iter() {
@@ -410,7 +405,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         rx
     }
 
-    async fn call(&self, to: NodeId, key: &str, request: Request<Bytes>) -> CallResult {
+    async fn call(&self, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
         if to == self.id {
             return self
                 .handle_acceptor(key, request)
@@ -433,7 +428,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Tells every member (this node too) that `value` is chosen in
     /// `ballot`, fire and forget, so later GETs anywhere are local.
-    fn announce(self: &Arc<Self>, key: &Arc<str>, ballot: Ballot, value: Bytes) {
+    fn announce(self: &Arc<Self>, key: &Arc<str>, ballot: Ballot, value: Value) {
         drop(self.broadcast(key, Request::Decide { ballot, value }));
     }
 }
@@ -451,7 +446,7 @@ impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
         &self,
         _from: NodeId,
         key: String,
-        request: Request<Bytes>,
+        request: Request<Value>,
     ) -> Pin<Box<dyn Future<Output = Result<Reply8, TransportError>> + Send + '_>> {
         Box::pin(async move {
             self.handle_acceptor(&key, request)

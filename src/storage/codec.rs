@@ -8,9 +8,9 @@
 //!   split into chunks of [`CHUNK`] bytes. Keys contain no control
 //!   characters, so the `0x00` separator is unambiguous.
 //!
-//! Header layout (30 bytes): version u8 | promised round u64 | promised node
+//! Header layout (38 bytes): version u8 | promised round u64 | promised node
 //! u32 | flags u8 (bit 0: has a vote, bit 1: decided) | vote round u64 | vote
-//! node u32 | value length u32. Integers are big-endian.
+//! node u32 | writer id u64 | value length u32. Integers are big-endian.
 
 use super::StorageError;
 use crate::paxos::Ballot;
@@ -25,7 +25,7 @@ pub const CHUNK: usize = 4096;
 
 pub const FORMAT_KEY: &[u8] = b"mformat";
 pub const ROUND_KEY: &[u8] = b"mround";
-const HEADER_LEN: usize = 30;
+const HEADER_LEN: usize = 38;
 
 /// The fixed part of a register's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub struct Header {
     pub promised: Ballot,
     pub vote: Option<Ballot>,
     pub decided: bool,
+    pub writer: u64,
     pub value_len: u32,
 }
 
@@ -54,7 +55,8 @@ impl Header {
         out[13] = u8::from(self.vote.is_some()) | (u8::from(self.decided) << 1);
         out[14..22].copy_from_slice(&vote.round.to_be_bytes());
         out[22..26].copy_from_slice(&vote.node.to_be_bytes());
-        out[26..30].copy_from_slice(&self.value_len.to_be_bytes());
+        out[26..34].copy_from_slice(&self.writer.to_be_bytes());
+        out[34..38].copy_from_slice(&self.value_len.to_be_bytes());
         out
     }
 
@@ -87,7 +89,8 @@ impl Header {
             promised: Ballot::new(u64_at(1), u32_at(9)),
             vote: has_vote.then(|| Ballot::new(u64_at(14), u32_at(22))),
             decided: flags & 2 != 0,
-            value_len: u32_at(26),
+            writer: u64_at(26),
+            value_len: u32_at(34),
         })
     }
 }
@@ -118,6 +121,7 @@ mod tests {
             promised: Ballot::new(7, 2),
             vote: Some(Ballot::new(5, 3)),
             decided: true,
+            writer: 99,
             value_len: 1 << 20,
         };
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
@@ -131,6 +135,7 @@ mod tests {
             promised: Ballot::ZERO,
             vote: None,
             decided: false,
+            writer: 0,
             value_len: 0,
         }
         .encode();

@@ -9,9 +9,8 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
-
 use crate::paxos::AcceptorState;
+use crate::value::Value;
 
 mod codec;
 mod memory;
@@ -20,8 +19,8 @@ mod sled_store;
 pub use memory::MemoryStorage;
 pub use sled_store::SledStorage;
 
-/// The acceptor state of one register, with values as bytes.
-pub type State = AcceptorState<Bytes>;
+/// The acceptor state of one register.
+pub type State = AcceptorState<Value>;
 
 /// Why the store could not read or write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, ROUND_KEY};
 use super::{State, Storage, StorageError};
 use crate::paxos::Accepted;
+use crate::value::Value;
 
 /// Acceptor state in a sled database under one directory.
 pub struct SledStorage {
@@ -164,7 +165,10 @@ impl Storage for SledStorage {
             None => None,
             Some(ballot) => Some(Accepted {
                 ballot,
-                value: self.read_value(key, &header)?,
+                value: Value {
+                    writer: header.writer,
+                    bytes: self.read_value(key, &header)?,
+                },
             }),
         };
         Ok(State {
@@ -176,7 +180,7 @@ impl Storage for SledStorage {
 
     async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
         let value_len = match &state.accepted {
-            Some(a) => u32::try_from(a.value.len())
+            Some(a) => u32::try_from(a.value.bytes.len())
                 .map_err(|_| StorageError::Io("value larger than 4 GiB".into()))?,
             None => 0,
         };
@@ -184,6 +188,7 @@ impl Storage for SledStorage {
             promised: state.promised,
             vote: state.accepted.as_ref().map(|a| a.ballot),
             decided: state.decided,
+            writer: state.accepted.as_ref().map_or(0, |a| a.value.writer),
             value_len,
         };
         let old = match self.db.get(codec::header_key(key))? {
@@ -193,11 +198,12 @@ impl Storage for SledStorage {
         let mut batch = sled::Batch::default();
         // One ballot carries one value, so the same vote ballot and length
         // means the chunks on disk are already this value.
-        let same_value =
-            old.is_some_and(|o| o.vote == header.vote && o.value_len == header.value_len);
+        let same_value = old.is_some_and(|o| {
+            o.vote == header.vote && o.writer == header.writer && o.value_len == header.value_len
+        });
         if !same_value {
             if let Some(a) = &state.accepted {
-                for (i, chunk) in a.value.chunks(CHUNK).enumerate() {
+                for (i, chunk) in a.value.bytes.chunks(CHUNK).enumerate() {
                     batch.insert(codec::chunk_key(key, i as u32), chunk);
                 }
             }

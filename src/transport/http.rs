@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::value::Value;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 
 use super::wire::{Op, PeerRequest, PeerResponse};
@@ -71,8 +71,8 @@ impl Transport for HttpTransport {
         &self,
         to: NodeId,
         key: &str,
-        request: Request<Bytes>,
-    ) -> Result<Reply<Bytes>, TransportError> {
+        request: Request<Value>,
+    ) -> Result<Reply<Value>, TransportError> {
         let urls = self
             .routes
             .get(&to)

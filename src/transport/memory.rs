@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::value::Value;
 
 use super::{Transport, TransportError};
 use crate::paxos::{NodeId, Reply, Request};
@@ -25,8 +25,8 @@ pub trait PeerHandler: Send + Sync + 'static {
         &self,
         from: NodeId,
         key: String,
-        request: Request<Bytes>,
-    ) -> Pin<Box<dyn Future<Output = Result<Reply<Bytes>, TransportError>> + Send + '_>>;
+        request: Request<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply<Value>, TransportError>> + Send + '_>>;
 }
 
 /// What happens to one message.
@@ -56,7 +56,7 @@ pub enum Fate {
     },
 }
 
-type FateFn = Box<dyn FnMut(NodeId, NodeId, &Request<Bytes>) -> Fate + Send>;
+type FateFn = Box<dyn FnMut(NodeId, NodeId, &Request<Value>) -> Fate + Send>;
 
 #[derive(Default)]
 struct Net {
@@ -122,7 +122,7 @@ impl MemoryNetwork {
     /// Decides the fate of every later message with `f(from, to, request)`.
     pub fn set_fate(
         &self,
-        f: impl FnMut(NodeId, NodeId, &Request<Bytes>) -> Fate + Send + 'static,
+        f: impl FnMut(NodeId, NodeId, &Request<Value>) -> Fate + Send + 'static,
     ) {
         self.lock().fate = Some(Box::new(f));
     }
@@ -135,7 +135,7 @@ impl MemoryNetwork {
         &self,
         from: NodeId,
         to: NodeId,
-        request: &Request<Bytes>,
+        request: &Request<Value>,
     ) -> Result<(Arc<dyn PeerHandler>, Fate), TransportError> {
         let mut net = self.lock();
         if net.cut.contains(&(from, to)) {
@@ -174,8 +174,8 @@ impl Transport for MemoryTransport {
         &self,
         to: NodeId,
         key: &str,
-        request: Request<Bytes>,
-    ) -> Result<Reply<Bytes>, TransportError> {
+        request: Request<Value>,
+    ) -> Result<Reply<Value>, TransportError> {
         let (node, fate) = self.net.route(self.me, to, &request)?;
         let reply = match fate {
             Fate::Deliver { delay } => {

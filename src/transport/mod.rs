@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
+use crate::value::Value;
 
 use crate::paxos::{NodeId, Reply, Request};
 
@@ -52,6 +52,6 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         to: NodeId,
         key: &str,
-        request: Request<Bytes>,
-    ) -> impl Future<Output = Result<Reply<Bytes>, TransportError>> + Send;
+        request: Request<Value>,
+    ) -> impl Future<Output = Result<Reply<Value>, TransportError>> + Send;
 }

@@ -2,11 +2,12 @@
 //!
 //! Requests are POSTed to `/v1/paxos/{prepare,accept,read,decide}` with a
 //! [`PeerRequest`] body; the acceptor answers 200 with a [`PeerResponse`].
-//! Values travel as standard base64. A message with another `version` is
+//! Values travel as standard base64, with the id of the PUT that proposed
+//! them (`writer`). A message with another `version` is
 //! refused with 400 instead of being misread (DESIGN.md invariant 7).
 //!
 //! ```json
-//! {"version":1,"from":2,"key":"app/db","ballot":{"round":7,"node":2},"value":"aGk="}
+//! {"version":1,"from":2,"key":"app/db","ballot":{"round":7,"node":2},"value":"aGk=","writer":12}
 //! {"version":1,"from":1,"type":"promise","ballot":{"round":7,"node":2},"accepted":null}
 //! ```
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::paxos::{Accepted, Ballot, NodeId, Reply, Request};
+use crate::value::Value;
 
 /// The peer protocol version this release speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -91,17 +93,24 @@ pub struct PeerRequest {
     /// Set for accept and decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Base64>,
+    /// Set for accept and decide: the PUT request that proposed `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<u64>,
 }
 
 impl PeerRequest {
     /// Encodes `request` for `key`, sent by `from`.
-    pub fn new(from: NodeId, key: &str, request: Request<Bytes>) -> Self {
+    pub fn new(from: NodeId, key: &str, request: Request<Value>) -> Self {
         let (ballot, value) = match request {
             Request::Prepare { ballot } => (Some(ballot), None),
             Request::Accept { ballot, value } | Request::Decide { ballot, value } => {
-                (Some(ballot), Some(Base64(value)))
+                (Some(ballot), Some(value))
             }
             Request::Read => (None, None),
+        };
+        let (value, writer) = match value {
+            Some(v) => (Some(Base64(v.bytes)), Some(v.writer)),
+            None => (None, None),
         };
         PeerRequest {
             version: PROTOCOL_VERSION,
@@ -109,11 +118,12 @@ impl PeerRequest {
             key: key.to_owned(),
             ballot,
             value,
+            writer,
         }
     }
 
     /// Decodes the request for route `op`, or says what is wrong with it.
-    pub fn into_request(self, op: Op) -> Result<Request<Bytes>, String> {
+    pub fn into_request(self, op: Op) -> Result<Request<Value>, String> {
         if self.version != PROTOCOL_VERSION {
             return Err(format!(
                 "peer protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
@@ -124,11 +134,12 @@ impl PeerRequest {
             self.ballot
                 .ok_or_else(|| format!("{} needs a ballot", op.name()))
         };
-        let value = || {
-            self.value
-                .clone()
-                .map(|v| v.0)
-                .ok_or_else(|| format!("{} needs a value", op.name()))
+        let value = || match (&self.value, self.writer) {
+            (Some(bytes), Some(writer)) => Ok(Value {
+                writer,
+                bytes: bytes.0.clone(),
+            }),
+            _ => Err(format!("{} needs a value and its writer", op.name())),
         };
         Ok(match op {
             Op::Prepare => Request::Prepare { ballot: ballot()? },
@@ -153,6 +164,8 @@ pub struct WireVote {
     pub ballot: Ballot,
     /// The value voted for.
     pub value: Base64,
+    /// The PUT request that proposed `value`.
+    pub writer: u64,
 }
 
 /// An acceptor reply on the wire.
@@ -184,6 +197,8 @@ pub enum WireReply {
         ballot: Ballot,
         /// Chosen value.
         value: Base64,
+        /// The PUT request that proposed `value`.
+        writer: u64,
     },
     /// See [`Reply::Vote`].
     Vote {
@@ -206,23 +221,27 @@ pub struct PeerResponse {
     pub reply: WireReply,
 }
 
-fn vote_to_wire(vote: Option<Accepted<Bytes>>) -> Option<WireVote> {
+fn vote_to_wire(vote: Option<Accepted<Value>>) -> Option<WireVote> {
     vote.map(|a| WireVote {
         ballot: a.ballot,
-        value: Base64(a.value),
+        value: Base64(a.value.bytes),
+        writer: a.value.writer,
     })
 }
 
-fn vote_from_wire(vote: Option<WireVote>) -> Option<Accepted<Bytes>> {
+fn vote_from_wire(vote: Option<WireVote>) -> Option<Accepted<Value>> {
     vote.map(|w| Accepted {
         ballot: w.ballot,
-        value: w.value.0,
+        value: Value {
+            writer: w.writer,
+            bytes: w.value.0,
+        },
     })
 }
 
 impl PeerResponse {
     /// Encodes `reply`, answered by `from`.
-    pub fn new(from: NodeId, reply: Reply<Bytes>) -> Self {
+    pub fn new(from: NodeId, reply: Reply<Value>) -> Self {
         let reply = match reply {
             Reply::Promise { ballot, accepted } => WireReply::Promise {
                 ballot,
@@ -232,7 +251,8 @@ impl PeerResponse {
             Reply::Rejected { ballot, promised } => WireReply::Rejected { ballot, promised },
             Reply::Decided { ballot, value } => WireReply::Decided {
                 ballot,
-                value: Base64(value),
+                value: Base64(value.bytes),
+                writer: value.writer,
             },
             Reply::Vote { accepted } => WireReply::Vote {
                 accepted: vote_to_wire(accepted),
@@ -247,7 +267,7 @@ impl PeerResponse {
     }
 
     /// Decodes the reply, refusing another protocol version.
-    pub fn into_reply(self) -> Result<Reply<Bytes>, String> {
+    pub fn into_reply(self) -> Result<Reply<Value>, String> {
         if self.version != PROTOCOL_VERSION {
             return Err(format!(
                 "peer speaks protocol version {}, this node {PROTOCOL_VERSION}",
@@ -261,9 +281,16 @@ impl PeerResponse {
             },
             WireReply::Accepted { ballot } => Reply::Accepted { ballot },
             WireReply::Rejected { ballot, promised } => Reply::Rejected { ballot, promised },
-            WireReply::Decided { ballot, value } => Reply::Decided {
+            WireReply::Decided {
                 ballot,
-                value: value.0,
+                value,
+                writer,
+            } => Reply::Decided {
+                ballot,
+                value: Value {
+                    writer,
+                    bytes: value.0,
+                },
             },
             WireReply::Vote { accepted } => Reply::Vote {
                 accepted: vote_from_wire(accepted),
