@@ -1,1 +1,129 @@
-fn main() {}
+//! The `paxos-kv` command: serve, dev, put, get, bench (API.md).
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use paxos_kv::bench::BenchArgs;
+use paxos_kv::config::ServeArgs;
+use paxos_kv::dev::DevArgs;
+use paxos_kv::{bench, client, dev, server};
+
+/// A distributed key-value store of write-once registers.
+#[derive(Parser)]
+#[command(name = "paxos-kv", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster.
+    Serve(ServeArgs),
+    /// Run a whole local cluster in this process (default 3 nodes on 7001..7003).
+    Dev(DevArgs),
+    /// Write a value to a key once. Exit 0 on 200/201, 1 on 409, 2 otherwise.
+    Put {
+        /// Node to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7001")]
+        url: String,
+        /// The key.
+        key: String,
+        /// The value, or - to read it from stdin.
+        value: String,
+    },
+    /// Print the value of a key. Exit 0 on 200, 1 on 404, 2 otherwise.
+    Get {
+        /// Node to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7001")]
+        url: String,
+        /// The key.
+        key: String,
+    },
+    /// Load-test a cluster; prints throughput, latency percentiles and statuses.
+    Bench(BenchArgs),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn failed(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("paxos-kv: {message}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logs("info");
+            // Everything that can be wrong is found before binding.
+            let config = match args.validate() {
+                Ok(c) => c,
+                Err(e) => return failed(e),
+            };
+            let listen = config.listen;
+            let prepared = match server::prepare(config) {
+                Ok(p) => p,
+                Err(e) => return failed(e),
+            };
+            let result = runtime().block_on(async move {
+                let listener = server::bind(listen).await?;
+                prepared.run(listener, server::termination()).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failed(e),
+            }
+        }
+        Command::Dev(args) => {
+            init_logs("warn");
+            match runtime().block_on(dev::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failed(e),
+            }
+        }
+        Command::Put { url, key, value } => {
+            let value = if value == "-" {
+                let mut buf = Vec::new();
+                if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
+                    eprintln!("paxos-kv: cannot read the value from stdin: {e}");
+                    return ExitCode::from(client::FAILED);
+                }
+                buf
+            } else {
+                value.into_bytes()
+            };
+            ExitCode::from(runtime().block_on(client::put(&url, &key, value)))
+        }
+        Command::Get { url, key } => ExitCode::from(runtime().block_on(client::get(&url, &key))),
+        Command::Bench(args) => {
+            init_logs("warn");
+            match runtime().block_on(bench::run(&args)) {
+                Ok(report) if args.json => {
+                    println!("{}", report.json(&args));
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    println!("{}", report.text(&args));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
+    }
+}

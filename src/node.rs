@@ -167,6 +167,28 @@ impl<S: Storage, T: Transport> Node<S, T> {
         seen.iter().map(|(id, at)| (*id, at.elapsed())).collect()
     }
 
+    /// Sends `request` for `key` to every peer that has not answered for
+    /// `quiet`, waiting for all of them; used as a heartbeat with a read.
+    pub async fn ping_quiet_peers(
+        self: &Arc<Self>,
+        quiet: Duration,
+        key: &str,
+        request: Request<Value>,
+    ) {
+        let seen = self.last_seen();
+        let quiet_peers: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|id| *id != self.id && seen.get(id).is_none_or(|ago| *ago >= quiet))
+            .collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for peer in quiet_peers {
+            let (node, key, request) = (self.clone(), key.to_owned(), request.clone());
+            calls.spawn(async move { node.call(peer, &key, request).await });
+        }
+        while calls.join_next().await.is_some() {}
+    }
+
     // ----- acceptor side -----
 
     /// Applies one acceptor request for `key` and returns the reply, which

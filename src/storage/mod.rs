@@ -75,4 +75,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Flushes everything to disk; called at shutdown.
     fn flush(&self) -> Result<(), StorageError>;
+
+    /// How many group commits (disk syncs) ran since open, for metrics.
+    fn sync_count(&self) -> u64 {
+        0
+    }
 }

@@ -107,11 +107,6 @@ impl SledStorage {
         })
     }
 
-    /// How many group commits (`fdatasync` calls) ran since open.
-    pub fn sync_count(&self) -> u64 {
-        self.commit.syncs.load(Ordering::Relaxed)
-    }
-
     /// Applies `batch` and waits until it is durable.
     async fn commit(&self, batch: sled::Batch) -> Result<(), StorageError> {
         self.db.apply_batch(batch)?;
@@ -236,6 +231,10 @@ impl Storage for SledStorage {
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn sync_count(&self) -> u64 {
+        self.commit.syncs.load(Ordering::Relaxed)
     }
 }
 

@@ -1,0 +1,123 @@
+//! The small command-line client: `paxos-kv put` and `paxos-kv get`.
+//!
+//! Exit codes (API.md): 0 on 200/201, 1 on 404/409 (why on stderr), 2 on
+//! any other failure.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::key::{encode_key, validate_key};
+
+/// Exit code: success.
+pub const OK: u8 = 0;
+/// Exit code: 404 or 409.
+pub const REFUSED: u8 = 1;
+/// Exit code: anything else.
+pub const FAILED: u8 = 2;
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn url_for(base: &str, key: &str) -> Result<String, String> {
+    validate_key(key).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{}/v1/kv/{}",
+        base.trim_end_matches('/'),
+        encode_key(key)
+    ))
+}
+
+/// The JSON error message of a response body, or the body itself.
+fn reason(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+fn fail(message: impl std::fmt::Display) -> u8 {
+    eprintln!("paxos-kv: {message}");
+    FAILED
+}
+
+/// `paxos-kv put`: writes `value` to `key` once.
+pub async fn put(base: &str, key: &str, value: Vec<u8>) -> u8 {
+    let result = async {
+        let url = url_for(base, key)?;
+        let response = client()?
+            .put(url)
+            .body(value)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    }
+    .await;
+    match result {
+        Err(e) => fail(e),
+        Ok((201, _)) => {
+            println!("created");
+            OK
+        }
+        Ok((200, _)) => {
+            println!("unchanged: {key:?} already holds this value");
+            OK
+        }
+        Ok((409, body)) => {
+            eprintln!(
+                "conflict: {key:?} already holds a different value ({} bytes): {}",
+                body.len(),
+                preview(&body)
+            );
+            REFUSED
+        }
+        Ok((status, body)) => fail(format!("HTTP {status}: {}", reason(&body))),
+    }
+}
+
+/// `paxos-kv get`: prints the value of `key` to stdout.
+pub async fn get(base: &str, key: &str) -> u8 {
+    let result = async {
+        let url = url_for(base, key)?;
+        let response = client()?
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    }
+    .await;
+    match result {
+        Err(e) => fail(e),
+        Ok((200, body)) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&body).and_then(|_| out.flush()).is_err() {
+                return FAILED;
+            }
+            OK
+        }
+        Ok((404, _)) => {
+            eprintln!("not found: no value is chosen for {key:?}");
+            REFUSED
+        }
+        Ok((status, body)) => fail(format!("HTTP {status}: {}", reason(&body))),
+    }
+}
+
+fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    if body.len() > 200 {
+        format!("{text}...")
+    } else {
+        text
+    }
+}

@@ -1,0 +1,91 @@
+//! `paxos-kv dev`: a whole local cluster in one process.
+
+use std::path::PathBuf;
+
+use rand::Rng;
+
+use crate::config::{Config, ServeArgs};
+use crate::server::{bind, prepare, termination};
+
+/// The flags of `paxos-kv dev`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DevArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub nodes: u32,
+    /// Port of node 1; node N listens on base-port + N - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Parent of each node's data directory (node1/, node2/, ...).
+    #[arg(long, default_value = "./paxos-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Runs the cluster until SIGINT/SIGTERM.
+pub async fn run(args: DevArgs) -> Result<(), String> {
+    let token: String = {
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("hex digit"))
+            .collect()
+    };
+    let port = |n: u32| -> Result<u16, String> {
+        u16::try_from(u32::from(args.base_port) + n - 1).map_err(|_| {
+            format!(
+                "--base-port {} leaves no room for {} nodes",
+                args.base_port, args.nodes
+            )
+        })
+    };
+    let mut peers = Vec::new();
+    for n in 1..=args.nodes {
+        peers.push(format!("{n}=http://127.0.0.1:{}", port(n)?));
+    }
+    let peers = peers.join(",");
+    let mut configs: Vec<Config> = Vec::new();
+    for n in 1..=args.nodes {
+        let serve = ServeArgs {
+            id: n,
+            listen: format!("127.0.0.1:{}", port(n)?),
+            data_dir: args.data_dir.join(format!("node{n}")),
+            peers: peers.clone(),
+            cluster_token: Some(token.clone()),
+            max_value_bytes: 1024 * 1024,
+            request_timeout: std::time::Duration::from_secs(5),
+            peer_timeout: std::time::Duration::from_secs(1),
+        };
+        configs.push(serve.validate()?);
+    }
+    let mut prepared = Vec::new();
+    for config in configs {
+        let listen = config.listen;
+        prepared.push((listen, prepare(config)?));
+    }
+    let mut running = Vec::new();
+    for (listen, node) in prepared {
+        let listener = bind(listen).await?;
+        running.push(node.spawn(listener)?);
+    }
+    let first = running[0].addr();
+    let last = running[running.len() - 1].addr();
+    println!(
+        "paxos-kv dev cluster: {} nodes, data under {}",
+        args.nodes,
+        args.data_dir.display()
+    );
+    for (i, server) in running.iter().enumerate() {
+        println!("  node {}  http://{}", i + 1, server.addr());
+    }
+    println!("try:");
+    println!("  curl -i -X PUT --data-binary 'hello' http://{first}/v1/kv/greeting");
+    println!("  curl -i http://{last}/v1/kv/greeting");
+    println!("Ctrl-C stops the cluster; the data stays for the next run.");
+    termination().await;
+    let mut result = Ok(());
+    for server in running {
+        if let Err(e) = server.stop().await {
+            result = Err(e);
+        }
+    }
+    result
+}
