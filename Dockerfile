@@ -25,26 +25,29 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_TERM_COLOR=never
 
-# Layer 1, the dependencies: compiled from Cargo.toml and Cargo.lock alone, against an
-# empty crate, so this layer stays cached until the manifest or the lockfile changes.
-# The explicit target tables ([lib], [[bin]], [[test]], [[bench]], [[example]]) are left
-# out of this stub manifest: the stub has none of their files; the default lib and bin
-# targets get the same names.
+# The build context holds only Cargo.toml, Cargo.lock and src/ (.dockerignore): the
+# tables of the test, bench and example targets, whose files are not there, are dropped
+# from the manifest built here. That changes no dependency, so --locked still holds.
 COPY Cargo.toml Cargo.lock ./
-RUN cp Cargo.toml Cargo.toml.orig \
- && awk '/^\[/ { skip = ($0 ~ /^\[(lib|\[(bin|test|bench|example)\])\]/) } !skip' \
-        Cargo.toml.orig > Cargo.toml \
- && mkdir -p src \
+RUN awk '/^\[/ { skip = ($0 ~ /^\[\[(test|bench|example)\]\]/) } !skip' \
+        Cargo.toml > Cargo.image.toml
+
+# Layer 1, the dependencies: compiled against an empty crate, so this layer stays cached
+# until the manifest or the lockfile changes. The stub has none of the real target files,
+# so the [lib] and [[bin]] tables are dropped too; the default targets it gets instead
+# have the same names.
+RUN awk '/^\[/ { skip = ($0 ~ /^\[(lib|\[bin\])\]/) } !skip' \
+        Cargo.image.toml > Cargo.toml \
+ && mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
  && cargo build --release --locked \
- && rm -rf src Cargo.toml \
- && mv Cargo.toml.orig Cargo.toml \
- && rm -rf target/release/.fingerprint/paxos-kv-* target/release/deps/paxos_kv-* \
-           target/release/deps/libpaxos_kv-* target/release/paxos-kv*
+ && rm -rf src target/release/.fingerprint/paxos-kv-* target/release/deps/paxos_kv-* \
+           target/release/deps/libpaxos_kv-* target/release/paxos-kv* \
+ && mv Cargo.image.toml Cargo.toml
 
-# Layer 2, the project itself.
-COPY . .
+# Layer 2, the project itself (its stub artifacts are gone, so it is always rebuilt here).
+COPY src ./src
 RUN cargo build --release --locked --bin paxos-kv \
  && install -D -m 0755 target/release/paxos-kv /out/paxos-kv
 
@@ -58,8 +61,10 @@ RUN groupadd --system --gid 10001 paxos \
  && chown paxos:paxos /var/lib/paxos-kv
 COPY --from=builder /out/paxos-kv /usr/local/bin/paxos-kv
 USER paxos:paxos
+# Defaults for `serve`; NO_COLOR keeps escape codes out of `docker logs`.
 ENV PAXOS_KV_LISTEN=0.0.0.0:7001 \
-    PAXOS_KV_DATA_DIR=/var/lib/paxos-kv
+    PAXOS_KV_DATA_DIR=/var/lib/paxos-kv \
+    NO_COLOR=1
 WORKDIR /var/lib/paxos-kv
 EXPOSE 7001
 VOLUME ["/var/lib/paxos-kv"]

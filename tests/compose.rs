@@ -208,8 +208,11 @@ impl Cluster {
                 .enable_all()
                 .build()
                 .expect("tokio runtime"),
+            // No pooled connections: containers and their port proxies are killed and
+            // recreated under the same ports, and a stale pooled connection would fail.
             client: reqwest::Client::builder()
                 .timeout(HTTP_TIMEOUT)
+                .pool_max_idle_per_host(0)
                 .build()
                 .expect("http client"),
         }
@@ -231,6 +234,9 @@ impl Cluster {
             .env("PAXOS_KV_PORT2", self.ports[1].to_string())
             .env("PAXOS_KV_PORT3", self.ports[2].to_string())
             .env("PAXOS_KV_CLUSTER_TOKEN", &self.token)
+            // Its own image tag: a concurrent run from another checkout cannot swap the
+            // image under this one. The build cache is shared all the same.
+            .env("PAXOS_KV_IMAGE", format!("paxos-kv:{}", self.project))
             .env_remove("COMPOSE_PROJECT_NAME")
             .env_remove("COMPOSE_FILE");
         cmd
@@ -471,9 +477,11 @@ timeout 30 cat <&3"#;
 
 impl Drop for Cluster {
     /// Step 7: the teardown, also after a failed step. `down -v` removes the containers,
-    /// the network and the named volumes of this project (the image stays, as a cache).
+    /// the network and the named volumes of this project; `--rmi all` its image tag (the
+    /// build cache stays).
     fn drop(&mut self) {
-        match self.compose(&["down", "-v", "--remove-orphans", "--timeout", "10"]) {
+        let down = ["down", "-v", "--rmi", "all", "--remove-orphans", "-t", "10"];
+        match self.compose(&down) {
             Ok(_) => say(&format!("   removed project {} and its volumes", self.project)),
             Err(e) => say(&format!(
                 "!!!! teardown of {} failed: {e}\n!!!! clean up by hand: docker compose -p {} down -v",
@@ -492,7 +500,7 @@ fn docker_unavailable() -> Option<String> {
         let child = Command::new("docker")
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn();
         let child = match child {
@@ -503,7 +511,12 @@ fn docker_unavailable() -> Option<String> {
             Ok((true, _)) => {}
             Ok((false, out)) => {
                 let line = out.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                return Some(format!("`docker {}` failed: {line}", args.join(" ")));
+                let hint = if args[0] == "compose" {
+                    " (Compose v2 is needed: bash scripts/docker-compose-v2.sh)"
+                } else {
+                    ""
+                };
+                return Some(format!("`docker {}` failed: {line}{hint}", args.join(" ")));
             }
             Err(e) => return Some(e),
         }
