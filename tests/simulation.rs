@@ -2,7 +2,7 @@
 //! the in-memory transport and store, one seed per run.
 //!
 //! Each seed draws a scenario: 3 or 5 nodes, 1 to 3 contested keys, 2 to 6
-//! concurrent clients PUTting distinct values and GETting through random
+//! concurrent clients PUTting values (mostly distinct) and GETting through random
 //! nodes; per message a delay (some links systematically slower than
 //! others, a few stragglers arriving seconds late), loss of the request or
 //! of the reply, duplication, reordering by unequal delays, in some runs
@@ -705,9 +705,9 @@ fn set_random_fates(net: &MemoryNetwork, sc: &Scenario, mut rng: StdRng, trace: 
     });
 }
 
-/// One client: a few PUTs of its own distinct values and GETs, on random
-/// keys through random live nodes; after an unknown PUT it may retry the same
-/// value, as API.md tells clients to.
+/// One client: a few PUTs (of its own distinct values, or of bytes every
+/// client may PUT) and GETs, on random keys through random live nodes; after
+/// an unknown PUT it may retry the same value, as API.md tells clients to.
 async fn client(
     p: usize,
     cluster: Shared,
@@ -730,7 +730,14 @@ async fn client(
             None => {
                 let key = keys[rng.random_range(0..keys.len())].clone();
                 if rng.random_bool(0.5) {
-                    let value = Bytes::from(format!("{key}:p{p}:{i}"));
+                    // Mostly a value of its own; sometimes bytes other
+                    // clients PUT too, so that equal concurrent PUTs race
+                    // and exactly one of them may be told it created them.
+                    let value = if rng.random_bool(0.15) {
+                        Bytes::from(format!("{key}:shared"))
+                    } else {
+                        Bytes::from(format!("{key}:p{p}:{i}"))
+                    };
                     (key, Call::Put(value))
                 } else {
                     (key, Call::Get)
