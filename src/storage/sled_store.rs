@@ -5,9 +5,9 @@
 //! `fsync` runs only every `flush_every_ms`. So every write here is followed
 //! by `flush` and then `fdatasync` on sled's log file (`<dir>/db`), opened by
 //! us, plus an `fsync` of any file sled spilled to `blobs/` (values are split
-//! into small chunks so that this is rare). One sync thread does this for
-//! every write waiting at that moment (group commit): concurrent writers
-//! share one `fdatasync`.
+//! into small chunks so that this is rare). One sync thread applies every
+//! write waiting at that moment and then syncs once (group commit):
+//! concurrent writers share one `fdatasync`.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, ROUND_KEY};
 use super::{State, Storage, StorageError};
@@ -32,28 +32,19 @@ pub struct SledStorage {
     syncer: Option<JoinHandle<()>>,
 }
 
-/// Progress of the sync thread, in write sequence numbers.
-#[derive(Clone, Copy, Default, Debug)]
-struct Synced {
-    /// Every write numbered up to this is durable.
-    durable: u64,
-    /// The last sync failed; writes numbered up to this may be lost.
-    failed: u64,
-}
+type Done = oneshot::Sender<Result<(), StorageError>>;
 
+/// Writes waiting for the sync thread.
 struct Commit {
-    /// Sequence number of the last write applied to sled.
-    written: AtomicU64,
-    wake: Mutex<Wake>,
+    queue: Mutex<Queue>,
     cond: Condvar,
-    synced: watch::Sender<Synced>,
     /// How many sync rounds ran (each is one `fdatasync`), for metrics.
     syncs: AtomicU64,
 }
 
 #[derive(Default)]
-struct Wake {
-    pending: bool,
+struct Queue {
+    pending: Vec<(sled::Batch, Done)>,
     stop: bool,
 }
 
@@ -82,12 +73,9 @@ impl SledStorage {
         let log = File::open(dir.join("db"))?;
         log.sync_all()?;
         File::open(dir)?.sync_all()?;
-        let (synced, _) = watch::channel(Synced::default());
         let commit = Arc::new(Commit {
-            written: AtomicU64::new(0),
-            wake: Mutex::new(Wake::default()),
+            queue: Mutex::new(Queue::default()),
             cond: Condvar::new(),
-            synced,
             syncs: AtomicU64::new(0),
         });
         let syncer = Syncer {
@@ -107,27 +95,22 @@ impl SledStorage {
         })
     }
 
-    /// Applies `batch` and waits until it is durable.
+    /// Hands `batch` to the sync thread and waits until it is applied and
+    /// durable. The async caller never blocks a runtime thread on sled's
+    /// flush or on the disk.
     async fn commit(&self, batch: sled::Batch) -> Result<(), StorageError> {
-        self.db.apply_batch(batch)?;
-        let seq = self.commit.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let (done, result) = oneshot::channel();
         {
-            let mut wake = self.commit.wake.lock().expect("poisoned");
-            wake.pending = true;
+            let mut queue = self.commit.queue.lock().expect("poisoned");
+            if queue.stop {
+                return Err(StorageError::Io("storage is closed".into()));
+            }
+            queue.pending.push((batch, done));
         }
         self.commit.cond.notify_one();
-        let mut rx = self.commit.synced.subscribe();
-        let synced = *rx
-            .wait_for(|s| s.durable >= seq || s.failed >= seq)
+        result
             .await
-            .map_err(|_| StorageError::Io("sync thread stopped".into()))?;
-        if synced.durable >= seq {
-            Ok(())
-        } else {
-            Err(StorageError::Io(
-                "fdatasync failed; write not durable".into(),
-            ))
-        }
+            .map_err(|_| StorageError::Io("sync thread stopped".into()))?
     }
 
     fn read_value(&self, key: &str, header: &Header) -> Result<Bytes, StorageError> {
@@ -241,8 +224,8 @@ impl Storage for SledStorage {
 impl Drop for SledStorage {
     fn drop(&mut self) {
         {
-            let mut wake = self.commit.wake.lock().expect("poisoned");
-            wake.stop = true;
+            let mut queue = self.commit.queue.lock().expect("poisoned");
+            queue.stop = true;
         }
         self.commit.cond.notify_one();
         if let Some(handle) = self.syncer.take() {
@@ -252,7 +235,8 @@ impl Drop for SledStorage {
     }
 }
 
-/// The group-commit thread.
+/// The group-commit thread: applies every waiting batch, then makes them
+/// all durable with one flush and one `fdatasync`, then answers them all.
 struct Syncer {
     db: sled::Db,
     log: File,
@@ -264,25 +248,27 @@ struct Syncer {
 impl Syncer {
     fn run(mut self) {
         loop {
-            {
-                let mut wake = self.commit.wake.lock().expect("poisoned");
-                while !wake.pending && !wake.stop {
-                    wake = self.commit.cond.wait(wake).expect("poisoned");
+            let pending = {
+                let mut queue = self.commit.queue.lock().expect("poisoned");
+                while queue.pending.is_empty() && !queue.stop {
+                    queue = self.commit.cond.wait(queue).expect("poisoned");
                 }
-                if !wake.pending && wake.stop {
+                if queue.pending.is_empty() {
                     return;
                 }
-                wake.pending = false;
-            }
-            let target = self.commit.written.load(Ordering::SeqCst);
-            let result = self.sync();
+                std::mem::take(&mut queue.pending)
+            };
+            let applied: Vec<(Result<(), StorageError>, Done)> = pending
+                .into_iter()
+                .map(|(batch, done)| (self.db.apply_batch(batch).map_err(StorageError::from), done))
+                .collect();
+            let synced = self.sync();
             self.commit.syncs.fetch_add(1, Ordering::Relaxed);
-            self.commit.synced.send_modify(|s| match &result {
-                Ok(()) => s.durable = s.durable.max(target),
-                Err(_) => s.failed = s.failed.max(target),
-            });
-            if let Err(e) = result {
+            if let Err(e) = &synced {
                 tracing::error!(error = %e, "group commit failed; writes answered with errors");
+            }
+            for (result, done) in applied {
+                let _ = done.send(result.and_then(|()| synced.clone()));
             }
         }
     }
