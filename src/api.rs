@@ -349,6 +349,11 @@ async fn metrics<S: Storage, T: Transport>(
             node.storage().sync_count(),
         ),
         (
+            "paxos_kv_accepted_connections",
+            "Connections accepted since start, shed ones included.",
+            state.connections.accepted(),
+        ),
+        (
             "paxos_kv_open_connections",
             "Client and peer connections being served now.",
             state.connections.open(),

@@ -81,11 +81,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Counters of the connection layer, rendered by `/metrics`.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    accepted: AtomicU64,
     open: AtomicU64,
     shed: AtomicU64,
 }
 
 impl ConnectionStats {
+    /// Connections accepted since start, shed ones included.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Connections being served now (the 503 answers to shed ones excluded).
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::SeqCst)
@@ -261,6 +267,7 @@ async fn serve(
                 }
             }
         };
+        stats.accepted.fetch_add(1, Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         let stopping = stopping_rx.clone();
         let alive = alive_rx.clone();
