@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::key::{parse_key, validate_key, KeyError};
 use crate::node::{Node, NodeError, PutOutcome};
+use crate::server::ConnectionStats;
 use crate::storage::Storage;
 use crate::transport::wire::{Op, PeerRequest, PeerResponse};
 use crate::transport::Transport;
@@ -33,6 +34,8 @@ pub struct AppState<S, T> {
     pub body_timeout: Duration,
     /// Base URL of every member, for `/v1/status`.
     pub peer_urls: Vec<(u32, String)>,
+    /// The connection layer's counters, for `/metrics`.
+    pub connections: Arc<ConnectionStats>,
 }
 
 /// Every failure the API reports, mapped to a status code in one place.
@@ -68,6 +71,9 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 503: the node serves as many connections as it may.
+    #[error("this node has too many open connections; retry later or ask another node")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -79,7 +85,9 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::Node(NodeError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Node(NodeError::Unavailable) | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Node(NodeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -94,10 +102,16 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert("www-authenticate", "Bearer".parse().expect("static header"));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Overloaded => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -129,9 +143,15 @@ pub fn router<S: Storage, T: Transport>(state: Arc<AppState<S, T>>) -> Router {
             "/v1/paxos/{op}",
             post(peer::<S, T>).fallback(method_not_allowed),
         )
-        .route("/health", get(health))
-        .route("/v1/status", get(status::<S, T>))
-        .route("/metrics", get(metrics::<S, T>))
+        .route("/health", get(health).fallback(method_not_allowed))
+        .route(
+            "/v1/status",
+            get(status::<S, T>).fallback(method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            get(metrics::<S, T>).fallback(method_not_allowed),
+        )
         .fallback(no_route)
         .with_state(state)
 }
@@ -322,11 +342,28 @@ async fn metrics<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
 ) -> impl IntoResponse {
     let node = &state.node;
-    let text = node.metrics().render(&[(
-        "paxos_kv_group_commits",
-        "fdatasync rounds of the storage since start.",
-        node.storage().sync_count(),
-    )]);
+    let text = node.metrics().render(&[
+        (
+            "paxos_kv_group_commits",
+            "fdatasync rounds of the storage since start.",
+            node.storage().sync_count(),
+        ),
+        (
+            "paxos_kv_accepted_connections",
+            "Connections accepted since start, shed ones included.",
+            state.connections.accepted(),
+        ),
+        (
+            "paxos_kv_open_connections",
+            "Client and peer connections being served now.",
+            state.connections.open(),
+        ),
+        (
+            "paxos_kv_shed_connections",
+            "Connections refused with 503 at the connection limit since start.",
+            state.connections.shed(),
+        ),
+    ]);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -1,4 +1,49 @@
 //! paxos-kv: a distributed key-value store of write-once registers.
+//!
+//! Every key is an independent single-decree Paxos instance. The crate is
+//! layered (DESIGN.md), dependencies pointing down:
+//!
+//! - [`api`]: the axum router; parses requests, maps outcomes to status codes.
+//! - [`node`]: runs proposer rounds and quorum reads over a [`storage::Storage`]
+//!   and a [`transport::Transport`]: fan-out, majority wait, backoff, deadlines.
+//! - [`paxos`]: the pure core: acceptor rules, proposer round, quorum read,
+//!   ballot clock. No IO, no clock, no randomness.
+//! - [`storage`] (sled, or memory) and [`transport`] (HTTP, or memory).
+//!
+//! A short tour: three nodes over the in-memory network and store, the same
+//! node code that serves HTTP over sled in production.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use paxos_kv::node::{Node, PutOutcome, Timing};
+//! use paxos_kv::paxos::Members;
+//! use paxos_kv::storage::MemoryStorage;
+//! use paxos_kv::transport::MemoryNetwork;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let net = MemoryNetwork::new();
+//! let members = Members::new([1, 2, 3]);
+//! let nodes: Vec<_> = (1..=3)
+//!     .map(|id| {
+//!         let node = Node::new(id, members.clone(), Timing::default(),
+//!                              MemoryStorage::new(), net.transport(id), Some(id as u64)).unwrap();
+//!         net.register(id, node.clone());
+//!         node
+//!     })
+//!     .collect();
+//!
+//! // The first value a majority accepts is chosen forever...
+//! let put = nodes[0].put("app/db", Bytes::from("postgres://a")).await.unwrap();
+//! assert_eq!(put, PutOutcome::Created);
+//! // ...so another value is refused with the chosen one,
+//! let again = nodes[1].put("app/db", Bytes::from("mysql://b")).await.unwrap();
+//! assert_eq!(again, PutOutcome::Conflict(Bytes::from("postgres://a")));
+//! // and every node reads it.
+//! assert_eq!(nodes[2].get("app/db").await.unwrap(), Some(Bytes::from("postgres://a")));
+//! assert_eq!(nodes[2].get("other").await.unwrap(), None);
+//! # });
+//! ```
 pub mod api;
 pub mod bench;
 pub mod client;

@@ -67,7 +67,23 @@ fn failed(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One clear line (API.md), not clap's usage block.
+            let rendered = e.to_string();
+            let first_paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = first_paragraph.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("paxos-kv: {line} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             init_logs("info");

@@ -388,12 +388,16 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// the reservation is durable before the ballot is returned (invariant 2).
     async fn next_ballot(&self, seen_round: u64) -> Result<Ballot, StorageError> {
         let mut clock = self.clock.lock().await;
+        let before = clock.clone();
         let next = clock.next(seen_round);
         if let Some(mark) = next.reserve {
-            self.storage
-                .store_round_mark(mark)
-                .await
-                .inspect_err(|_| self.storage_failed())?;
+            if let Err(e) = self.storage.store_round_mark(mark).await {
+                // The new mark is not durable: forget it, or later rounds
+                // would rely on a reservation a restart does not know.
+                *clock = before;
+                self.storage_failed();
+                return Err(e);
+            }
         }
         Ok(next.ballot)
     }
@@ -478,5 +482,47 @@ impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
                     body: e.to_string(),
                 })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+    use crate::transport::MemoryNetwork;
+
+    /// Invariant 2: when the ballot reservation cannot be stored, the clock
+    /// does not keep it, so a restart never hands out a ballot used before.
+    #[tokio::test]
+    async fn a_failed_reservation_is_not_relied_on() {
+        let storage = MemoryStorage::new();
+        let net = MemoryNetwork::new();
+        let members = Members::new([1]);
+        let node = Node::new(
+            1,
+            members.clone(),
+            Timing::default(),
+            storage.clone(),
+            net.transport(1),
+            Some(1),
+        )
+        .unwrap();
+        storage.set_failing(true);
+        assert!(node.next_ballot(0).await.is_err());
+        storage.set_failing(false);
+        let mut used = vec![node.next_ballot(0).await.unwrap()];
+        used.push(node.next_ballot(0).await.unwrap());
+        drop(node);
+        let restarted = Node::new(
+            1,
+            members,
+            Timing::default(),
+            storage,
+            net.transport(1),
+            Some(2),
+        )
+        .unwrap();
+        let after = restarted.next_ballot(0).await.unwrap();
+        assert!(used.iter().all(|b| *b < after), "{used:?} then {after}");
     }
 }

@@ -373,7 +373,7 @@ fn acceptor_step_violations(before: &AcceptorState<Val>, request: &Request<Val>)
             after
                 .accepted
                 .as_ref()
-                .map_or(true, |a| a.ballot <= after.promised),
+                .is_none_or(|a| a.ballot <= after.promised),
             "PMS P1a: the vote is never above the promise",
         );
         rule(

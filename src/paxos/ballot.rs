@@ -39,6 +39,11 @@ impl std::fmt::Display for Ballot {
     }
 }
 
+/// The highest round a peer may send. Peers' messages with rounds above it
+/// are refused at the wire, so hints fed to [`BallotClock::next`] stay far
+/// below `u64::MAX` and the clock cannot run out of rounds.
+pub const MAX_ROUND: u64 = 1 << 62;
+
 /// How many rounds a node reserves with one durable write.
 pub const ROUND_RESERVATION: u64 = 1 << 20;
 
@@ -84,8 +89,17 @@ impl BallotClock {
 
     /// The next ballot, with a round above every round handed out before and
     /// above `at_least_above` (the highest round seen from other proposers).
+    ///
+    /// # Panics
+    /// When no round is left above `u64::MAX - 1`: repeating a ballot would
+    /// break agreement, so the clock refuses. Unreachable while hints come
+    /// from messages bounded by [`MAX_ROUND`].
     pub fn next(&mut self, at_least_above: u64) -> NextBallot {
-        let round = self.last.max(at_least_above).saturating_add(1);
+        let round = self
+            .last
+            .max(at_least_above)
+            .checked_add(1)
+            .expect("ballot rounds exhausted: refusing to reuse a ballot");
         self.last = round;
         let reserve = if round > self.reserved {
             self.reserved = round.saturating_add(ROUND_RESERVATION);

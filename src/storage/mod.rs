@@ -61,6 +61,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Replaces the state of `key`. Resolves `Ok` only once the new state is
     /// durable (DESIGN.md invariant 1); on `Err` the caller must not reply.
+    ///
+    /// Precondition (Paxos, and so every caller): one ballot carries one
+    /// value, so a vote with the same ballot and writer as the stored one is
+    /// the same value; implementations may skip rewriting its bytes.
     fn store(
         &self,
         key: &str,

@@ -8,13 +8,23 @@
 //! into small chunks so that this is rare). One sync thread applies every
 //! write waiting at that moment and then syncs once (group commit):
 //! concurrent writers share one `fdatasync`.
+//!
+//! A failed write poisons the store until the node restarts. sled applies a
+//! batch to its in-memory tree before the flush that fails, so after a
+//! failed write, memory may hold state that is not on disk; answering from
+//! it (a read's vote, a decided value) could hand out a vote that a restart
+//! then loses, undoing an answered GET. And sled itself refuses every later
+//! write once an IO error is set (its global error), even after the disk
+//! recovers. So after the first failure every operation fails with
+//! [`StorageError::Io`] (5xx) until the process restarts and sled recovers
+//! from what is really on disk.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
@@ -40,6 +50,21 @@ struct Commit {
     cond: Condvar,
     /// How many sync rounds ran (each is one `fdatasync`), for metrics.
     syncs: AtomicU64,
+    /// The first write failure; once set, the store refuses everything.
+    failed: OnceLock<String>,
+}
+
+impl Commit {
+    /// Fails once any write has failed: memory may be ahead of the disk.
+    fn check(&self) -> Result<(), StorageError> {
+        match self.failed.get() {
+            None => Ok(()),
+            Some(why) => Err(StorageError::Io(format!(
+                "an earlier write failed ({why}); this node refuses to serve from \
+                 state that may not be on disk: restart it once the disk is fixed"
+            ))),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +102,7 @@ impl SledStorage {
             queue: Mutex::new(Queue::default()),
             cond: Condvar::new(),
             syncs: AtomicU64::new(0),
+            failed: OnceLock::new(),
         });
         let syncer = Syncer {
             db: db.clone(),
@@ -99,6 +125,7 @@ impl SledStorage {
     /// durable. The async caller never blocks a runtime thread on sled's
     /// flush or on the disk.
     async fn commit(&self, batch: sled::Batch) -> Result<(), StorageError> {
+        self.commit.check()?;
         let (done, result) = oneshot::channel();
         {
             let mut queue = self.commit.queue.lock().expect("poisoned");
@@ -135,6 +162,7 @@ impl SledStorage {
 
 impl Storage for SledStorage {
     fn load(&self, key: &str) -> Result<State, StorageError> {
+        self.commit.check()?;
         let Some(raw) = self.db.get(codec::header_key(key))? else {
             return Ok(State::default());
         };
@@ -194,6 +222,7 @@ impl Storage for SledStorage {
     }
 
     fn load_round_mark(&self) -> Result<u64, StorageError> {
+        self.commit.check()?;
         match self.db.get(ROUND_KEY)? {
             None => Ok(0),
             Some(raw) => {
@@ -212,6 +241,7 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
+        self.commit.check()?;
         self.db.flush()?;
         Ok(())
     }
@@ -266,6 +296,20 @@ impl Syncer {
             self.commit.syncs.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "group commit failed; writes answered with errors");
+            }
+            // Poison before anyone hears back, so that no later load sees
+            // state the failed round left in memory only.
+            let failure = synced
+                .as_ref()
+                .err()
+                .or_else(|| applied.iter().find_map(|(r, _)| r.as_ref().err()));
+            if let Some(e) = failure {
+                if self.commit.failed.set(e.to_string()).is_ok() {
+                    tracing::error!(
+                        error = %e,
+                        "storage poisoned: every request now fails until the node restarts"
+                    );
+                }
             }
             for (result, done) in applied {
                 let _ = done.send(result.and_then(|()| synced.clone()));

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::value::Value;
@@ -60,7 +60,9 @@ type FateFn = Box<dyn FnMut(NodeId, NodeId, &Request<Value>) -> Fate + Send>;
 
 #[derive(Default)]
 struct Net {
-    nodes: BTreeMap<NodeId, Arc<dyn PeerHandler>>,
+    /// Weak, so a node and the network it holds through its transport do
+    /// not keep each other alive: dropping the last `Arc` of a node is a crash.
+    nodes: BTreeMap<NodeId, Weak<dyn PeerHandler>>,
     cut: BTreeSet<(NodeId, NodeId)>,
     fate: Option<FateFn>,
 }
@@ -85,9 +87,10 @@ impl MemoryNetwork {
         }
     }
 
-    /// Attaches (or re-attaches, after a restart) node `id`.
+    /// Attaches (or re-attaches, after a restart) node `id`. The network
+    /// keeps only a weak reference: the caller owns the node.
     pub fn register(&self, id: NodeId, node: Arc<dyn PeerHandler>) {
-        self.lock().nodes.insert(id, node);
+        self.lock().nodes.insert(id, Arc::downgrade(&node));
     }
 
     /// Detaches node `id`, as if it crashed: calls to it fail.
@@ -105,7 +108,8 @@ impl MemoryNetwork {
         }
     }
 
-    /// Isolates `id` from every other node (both directions), or heals it.
+    /// Isolates `id` from every node registered now (both directions), or
+    /// heals those links. A node registered later is not cut off from `id`.
     pub fn isolate(&self, id: NodeId, isolated: bool) {
         let others: Vec<NodeId> = self.lock().nodes.keys().copied().collect();
         for other in others.into_iter().filter(|o| *o != id) {
@@ -146,7 +150,7 @@ impl MemoryNetwork {
         let node = net
             .nodes
             .get(&to)
-            .cloned()
+            .and_then(Weak::upgrade)
             .ok_or_else(|| TransportError::Unreachable(format!("node {to} is down")))?;
         let fate = match net.fate.as_mut() {
             Some(f) => f(from, to, request),

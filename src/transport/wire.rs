@@ -16,6 +16,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::paxos::ballot::MAX_ROUND;
 use crate::paxos::{Accepted, Ballot, NodeId, Reply, Request};
 use crate::value::Value;
 
@@ -131,8 +132,13 @@ impl PeerRequest {
             ));
         }
         let ballot = || {
-            self.ballot
-                .ok_or_else(|| format!("{} needs a ballot", op.name()))
+            let ballot = self
+                .ballot
+                .ok_or_else(|| format!("{} needs a ballot", op.name()))?;
+            if ballot.round == 0 {
+                return Err("ballot round 0 is never proposed".to_string());
+            }
+            check_round(ballot)
         };
         let value = || match (&self.value, self.writer) {
             (Some(bytes), Some(writer)) => Ok(Value {
@@ -221,6 +227,19 @@ pub struct PeerResponse {
     pub reply: WireReply,
 }
 
+/// Refuses rounds no honest node produces, so a peer cannot push a node's
+/// ballot clock to the end of its range.
+fn check_round(ballot: Ballot) -> Result<Ballot, String> {
+    if ballot.round > MAX_ROUND {
+        Err(format!(
+            "ballot round {} is above the limit {MAX_ROUND}",
+            ballot.round
+        ))
+    } else {
+        Ok(ballot)
+    }
+}
+
 fn vote_to_wire(vote: Option<Accepted<Value>>) -> Option<WireVote> {
     vote.map(|a| WireVote {
         ballot: a.ballot,
@@ -274,6 +293,22 @@ impl PeerResponse {
                 self.version
             ));
         }
+        let mut ballots = Vec::with_capacity(2);
+        match &self.reply {
+            WireReply::Promise { ballot, accepted } => {
+                ballots.push(*ballot);
+                ballots.extend(accepted.as_ref().map(|v| v.ballot));
+            }
+            WireReply::Vote { accepted } => ballots.extend(accepted.as_ref().map(|v| v.ballot)),
+            WireReply::Accepted { ballot } | WireReply::Decided { ballot, .. } => {
+                ballots.push(*ballot)
+            }
+            WireReply::Rejected { ballot, promised } => ballots.extend([*ballot, *promised]),
+            WireReply::Ack => {}
+        }
+        for ballot in ballots {
+            check_round(ballot)?;
+        }
         Ok(match self.reply {
             WireReply::Promise { ballot, accepted } => Reply::Promise {
                 ballot,
@@ -297,5 +332,81 @@ impl PeerResponse {
             },
             WireReply::Ack => Reply::Ack,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(version: u32, round: u64) -> PeerRequest {
+        PeerRequest {
+            version,
+            from: 2,
+            key: "k".into(),
+            ballot: Some(Ballot::new(round, 2)),
+            value: None,
+            writer: None,
+        }
+    }
+
+    /// Invariant 7: another protocol version is refused, not misread.
+    #[test]
+    fn other_protocol_versions_are_refused() {
+        assert!(prepare(2, 1).into_request(Op::Prepare).is_err());
+        assert!(prepare(PROTOCOL_VERSION, 1)
+            .into_request(Op::Prepare)
+            .is_ok());
+        let mut reply = PeerResponse::new(1, Reply::Ack);
+        reply.version = 9;
+        assert!(reply.into_reply().is_err());
+    }
+
+    /// Invariant 2: a peer cannot push this node's ballot clock to the end
+    /// of its range, nor send the "nothing promised" ballot.
+    #[test]
+    fn out_of_range_rounds_are_refused() {
+        assert!(prepare(PROTOCOL_VERSION, 0)
+            .into_request(Op::Prepare)
+            .is_err());
+        assert!(prepare(PROTOCOL_VERSION, MAX_ROUND)
+            .into_request(Op::Prepare)
+            .is_ok());
+        assert!(prepare(PROTOCOL_VERSION, MAX_ROUND + 1)
+            .into_request(Op::Prepare)
+            .is_err());
+        let reply = PeerResponse::new(
+            1,
+            Reply::Rejected {
+                ballot: Ballot::new(1, 2),
+                promised: Ballot::new(u64::MAX, 3),
+            },
+        );
+        assert!(reply.into_reply().is_err());
+    }
+
+    #[test]
+    fn values_round_trip_as_base64_with_their_writer() {
+        let value = Value {
+            writer: 7,
+            bytes: Bytes::from_static(b"\x00\xffhi"),
+        };
+        let request = PeerRequest::new(
+            1,
+            "k",
+            Request::Accept {
+                ballot: Ballot::new(3, 1),
+                value: value.clone(),
+            },
+        );
+        let json = serde_json::to_string(&request).unwrap();
+        let back: PeerRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.into_request(Op::Accept).unwrap(),
+            Request::Accept {
+                ballot: Ballot::new(3, 1),
+                value
+            }
+        );
     }
 }

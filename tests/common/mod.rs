@@ -1,0 +1,4 @@
+//! Helpers shared by integration tests. Each test crate that needs them says
+//! `mod common;`.
+
+pub mod register_history;

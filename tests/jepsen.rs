@@ -1,0 +1,1236 @@
+//! Jepsen-style test (issue 4, parts 3 and 4): three real `paxos-kv serve`
+//! processes, concurrent clients on a handful of contested keys, and a
+//! nemesis that SIGKILLs and restarts nodes, pauses them (SIGSTOP/SIGCONT)
+//! and cuts, stalls or drops the links between them through fault-injecting
+//! TCP proxies. Every operation's invocation, completion and outcome is
+//! recorded and the whole history is checked as a write-once register per
+//! key (API.md guarantees 1, 2, 4; 3 through the crashes; 5 is reported as
+//! availability).
+//!
+//! Topology: node `i` reaches peer `j` at `http://127.0.0.1:<proxy i->j>`
+//! (the ids in `--peers` are the same on every node, only URLs differ), so
+//! every directed link can fail on its own. Clients talk to nodes directly.
+//!
+//! Bounds: about 60 s of nemesis by default, `PAXOS_KV_JEPSEN_SECS=N` for
+//! longer. Seeded: `PAXOS_KV_JEPSEN_SEED=N` replays the nemesis schedule and
+//! the clients' choices (keys, values, nodes); process timing stays real.
+//!
+//! Part 4 (the checker must be able to fail): hand-made bad histories are
+//! flagged, and the same pipeline run against a deliberately split cluster
+//! (node 3 started with `--peers` naming only itself, so its quorum of one
+//! never intersects the quorum {1, 2} of the others) reports violations.
+
+#[path = "procs/mod.rs"]
+mod procs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use procs::{Answer, Cluster};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+// ---------------------------------------------------------------------------
+// The history and its checker.
+// ---------------------------------------------------------------------------
+
+/// Checks a history of write-once registers.
+///
+/// The specification, per key: the register starts empty; `PUT v` on an
+/// empty register answers 201 and holds `v` forever; `PUT v` on a register
+/// holding `v` answers 200, holding `c != v` answers 409 with `c`; `GET`
+/// answers 200 with the value or 404. An unknown outcome (503, timeout,
+/// connection error) may take effect at any time after its invocation, or
+/// never.
+///
+/// An op *observes* `v` when it is a GET 200 with body `v`, a 409 with body
+/// `v`, or a 201/200 PUT of `v`. Rules (each violation names its rule):
+/// - `two-values`: at most one value per key is ever observed;
+/// - `two-creates`: at most one PUT per key answers 201;
+/// - `no-writer`: an observed value was written: by the 201 PUT if there is
+///   one, else by some PUT of it with an unknown outcome (a 200 alone, or a
+///   value no client PUT, has no writer);
+/// - `stale-404`: a 404 GET does not start after the completion of any op
+///   that observed the value;
+/// - `read-before-write`: an op that observed the value does not complete
+///   before the invocation of its writer (with several unknown candidates,
+///   the earliest-invoked one);
+/// - `malformed`: a PUT is never told 409 with its own value.
+///
+/// These are exact for a single register: the write can be placed at the
+/// latest invocation among the writer and the 404s, which then lies before
+/// every completion of an observer and of the writer, and the 404s before
+/// it, observers after it give a linearization; conversely each rule is
+/// forced by any linearization.
+mod history {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    /// What a client asked.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Call {
+        /// PUT this value.
+        Put(Bytes),
+        /// GET.
+        Get,
+    }
+
+    /// What the client got back.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Ret {
+        /// PUT 201.
+        Created,
+        /// PUT 200.
+        AlreadyChosen,
+        /// PUT 409 with the chosen value.
+        Conflict(Bytes),
+        /// GET 200 with the value.
+        Found(Bytes),
+        /// GET 404.
+        NotFound,
+        /// 503, 500, timeout, connection error: may or may not have happened.
+        Unknown,
+    }
+
+    /// One operation.
+    #[derive(Clone, Debug)]
+    pub struct Op {
+        /// The register.
+        pub key: String,
+        /// Which client issued it (for messages).
+        pub client: usize,
+        /// Which node it was sent to (for messages).
+        pub node: u32,
+        /// The request.
+        pub call: Call,
+        /// The answer.
+        pub ret: Ret,
+        /// Sent at.
+        pub invoked: Instant,
+        /// Answer (or failure) received at; ignored for `Unknown`.
+        pub completed: Instant,
+    }
+
+    impl Op {
+        /// Whether the answer is definite.
+        pub fn definite(&self) -> bool {
+            self.ret != Ret::Unknown
+        }
+
+        /// The value this op shows the register holding, if any.
+        pub fn observed(&self) -> Option<&Bytes> {
+            match (&self.call, &self.ret) {
+                (Call::Put(v), Ret::Created | Ret::AlreadyChosen) => Some(v),
+                (_, Ret::Conflict(c) | Ret::Found(c)) => Some(c),
+                _ => None,
+            }
+        }
+    }
+
+    /// One broken rule.
+    #[derive(Clone, Debug)]
+    pub struct Violation {
+        /// The register.
+        pub key: String,
+        /// The rule's name (see the module docs).
+        pub rule: &'static str,
+        /// What happened, with the ops involved.
+        pub detail: String,
+    }
+
+    impl std::fmt::Display for Violation {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "key {:?}: {}: {}", self.key, self.rule, self.detail)
+        }
+    }
+
+    fn show(b: &[u8]) -> String {
+        super::procs::show(b)
+    }
+
+    /// An op, for messages; times in ms after `t0`.
+    pub fn describe(op: &Op, t0: Instant) -> String {
+        let ms = |t: Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;
+        let call = match &op.call {
+            Call::Put(v) => format!("PUT {}", show(v)),
+            Call::Get => "GET".into(),
+        };
+        let ret = match &op.ret {
+            Ret::Conflict(c) => format!("409 {}", show(c)),
+            Ret::Found(v) => format!("200 {}", show(v)),
+            Ret::Created => "201".into(),
+            Ret::AlreadyChosen => "200".into(),
+            Ret::NotFound => "404".into(),
+            Ret::Unknown => "unknown".into(),
+        };
+        format!(
+            "[client {} via node {}: {call} -> {ret}, {:.1}..{:.1} ms]",
+            op.client,
+            op.node,
+            ms(op.invoked),
+            ms(op.completed)
+        )
+    }
+
+    /// Every violation in `ops`, key by key.
+    pub fn check(ops: &[Op]) -> Vec<Violation> {
+        let Some(t0) = ops.iter().map(|o| o.invoked).min() else {
+            return Vec::new();
+        };
+        let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+        for op in ops {
+            by_key.entry(&op.key).or_default().push(op);
+        }
+        let mut out = Vec::new();
+        for (key, ops) in by_key {
+            check_key(key, &ops, t0, &mut out);
+        }
+        out
+    }
+
+    fn check_key(key: &str, ops: &[&Op], t0: Instant, out: &mut Vec<Violation>) {
+        let mut violation = |rule: &'static str, detail: String| {
+            out.push(Violation {
+                key: key.to_owned(),
+                rule,
+                detail,
+            })
+        };
+        let d = |op: &Op| describe(op, t0);
+        for op in ops {
+            let bad = match (&op.call, &op.ret) {
+                (Call::Put(v), Ret::Conflict(c)) if v == c => Some("409 with its own value"),
+                (Call::Put(_), Ret::Found(_) | Ret::NotFound) => Some("a PUT got a GET answer"),
+                (Call::Get, Ret::Created | Ret::AlreadyChosen | Ret::Conflict(_)) => {
+                    Some("a GET got a PUT answer")
+                }
+                _ if op.definite() && op.completed < op.invoked => Some("completed before invoked"),
+                _ => None,
+            };
+            if let Some(why) = bad {
+                violation("malformed", format!("{why}: {}", d(op)));
+            }
+        }
+        // One value.
+        let mut first_observer: BTreeMap<&Bytes, &Op> = BTreeMap::new();
+        for op in ops {
+            if let Some(v) = op.observed() {
+                first_observer
+                    .entry(v)
+                    .and_modify(|o| {
+                        if op.completed < o.completed {
+                            *o = op
+                        }
+                    })
+                    .or_insert(op);
+            }
+        }
+        if first_observer.len() > 1 {
+            let list: Vec<String> = first_observer
+                .iter()
+                .map(|(v, op)| format!("{} first seen by {}", show(v), d(op)))
+                .collect();
+            violation("two-values", list.join("; "));
+        }
+        // One creation.
+        let created: Vec<&Op> = ops
+            .iter()
+            .copied()
+            .filter(|o| o.ret == Ret::Created)
+            .collect();
+        if created.len() > 1 {
+            let list: Vec<String> = created.iter().map(|o| d(o)).collect();
+            violation("two-creates", list.join(" and "));
+        }
+        if first_observer.len() != 1 {
+            return;
+        }
+        let (&value, &seen_by) = first_observer.iter().next().expect("one value");
+        // The writer.
+        let writer = match created.first() {
+            Some(w) => *w,
+            None => {
+                let unknown = ops
+                    .iter()
+                    .copied()
+                    .filter(|o| o.ret == Ret::Unknown && o.call == Call::Put(value.clone()))
+                    .min_by_key(|o| o.invoked);
+                match unknown {
+                    Some(w) => w,
+                    None => {
+                        violation(
+                            "no-writer",
+                            format!(
+                                "{} was observed by {} but no PUT of it got 201 or an \
+                                 unknown outcome",
+                                show(value),
+                                d(seen_by)
+                            ),
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        // Real time. Observers include the writer when it is definite (201).
+        let observers: Vec<&Op> = ops
+            .iter()
+            .copied()
+            .filter(|o| o.observed().is_some())
+            .collect();
+        if let Some(first_done) = observers.iter().min_by_key(|o| o.completed) {
+            for op in ops {
+                if op.call == Call::Get
+                    && op.ret == Ret::NotFound
+                    && op.invoked > first_done.completed
+                {
+                    violation(
+                        "stale-404",
+                        format!("{} started after {} had completed", d(op), d(first_done)),
+                    );
+                }
+            }
+        }
+        for op in &observers {
+            if !std::ptr::eq(*op, writer) && op.completed < writer.invoked {
+                violation(
+                    "read-before-write",
+                    format!(
+                        "{} completed before its writer {} was invoked",
+                        d(op),
+                        d(writer)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+use history::{Call, Op, Ret};
+
+// ---------------------------------------------------------------------------
+// Fault-injecting TCP proxy, one per directed link.
+// ---------------------------------------------------------------------------
+
+/// What a link does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkMode {
+    /// Forward both ways.
+    Pass,
+    /// Close every open connection and refuse new ones (accept, then close).
+    Drop,
+    /// Refuse new connections; open ones keep working (the peers' pooled
+    /// keep-alive connections survive: a partial, flaky partition).
+    Refuse,
+    /// Accept, but forward nothing until the mode changes (a black hole;
+    /// going back to `Pass` delivers what was held, late).
+    Stall,
+}
+
+/// A directed link `from -> to`: a TCP proxy on 127.0.0.1.
+struct Link {
+    /// Mode and the number of drops so far (a connection dies when it changes).
+    state: tokio::sync::watch::Sender<(LinkMode, u64)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Starts forwarding connections from `listener` to `upstream`.
+    fn start(listener: tokio::net::TcpListener, upstream: SocketAddr) -> Link {
+        let (state, rx) = tokio::sync::watch::channel((LinkMode::Pass, 0u64));
+        let task = tokio::spawn(serve_link(listener, upstream, rx));
+        Link { state, task }
+    }
+
+    fn set(&self, mode: LinkMode) {
+        self.state.send_modify(|(m, drops)| {
+            if mode == LinkMode::Drop {
+                *drops += 1;
+            }
+            *m = mode;
+        });
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.set(LinkMode::Drop);
+        self.task.abort();
+    }
+}
+
+type LinkState = tokio::sync::watch::Receiver<(LinkMode, u64)>;
+
+async fn serve_link(listener: tokio::net::TcpListener, upstream: SocketAddr, state: LinkState) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let (mode, drops) = *state.borrow();
+        if matches!(mode, LinkMode::Drop | LinkMode::Refuse) {
+            continue; // dropping `client` closes it: the caller sees a reset/EOF
+        }
+        let mut state = state.clone();
+        tokio::spawn(async move {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                return; // the node is down: close the caller's connection too
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (client_rd, client_wr) = client.into_split();
+            let (server_rd, server_wr) = server.into_split();
+            tokio::select! {
+                _ = pump(client_rd, server_wr, state.clone()) => {}
+                _ = pump(server_rd, client_wr, state.clone()) => {}
+                _ = dropped(&mut state, drops) => {}
+            }
+        });
+    }
+}
+
+/// Resolves when the link drops connections opened before `drops_then`.
+async fn dropped(state: &mut LinkState, drops_then: u64) {
+    loop {
+        if state.borrow_and_update().1 != drops_then {
+            return;
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits while the link stalls; false once the link is gone.
+async fn wait_pass(state: &mut LinkState) -> bool {
+    loop {
+        if matches!(
+            state.borrow_and_update().0,
+            LinkMode::Pass | LinkMode::Refuse
+        ) {
+            return true;
+        }
+        if state.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut state: LinkState,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !wait_pass(&mut state).await {
+            return;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            r = state.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        // Bytes read just as the link stalled are held, not forwarded.
+        if !wait_pass(&mut state).await {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The run: cluster, clients, nemesis, final reads, check.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Topology {
+    /// Every node lists all three, reached through the proxies.
+    Healthy,
+    /// Node 3 is started with `--peers` naming only itself: it decides
+    /// alone, nodes 1 and 2 decide as a majority of {1, 2, 3} whose peer
+    /// calls node 3 refuses (node 1 and 2 are not its members). Quorums
+    /// {3} and {1, 2} do not intersect: a deliberately broken cluster.
+    SplitMembership,
+}
+
+struct RunConfig {
+    seed: u64,
+    nemesis: Duration,
+    topology: Topology,
+    clients: usize,
+    keys_per_generation: u64,
+    generation: Duration,
+}
+
+#[derive(Default, Debug)]
+struct Report {
+    ops: usize,
+    puts: usize,
+    gets: usize,
+    by_outcome: BTreeMap<&'static str, usize>,
+    definite: usize,
+    unknown: usize,
+    final_reads: usize,
+    keys: usize,
+    faults: BTreeMap<&'static str, usize>,
+    /// How many violations of each rule.
+    rules: BTreeMap<&'static str, usize>,
+    violations: Vec<String>,
+    elapsed: Duration,
+}
+
+impl Report {
+    fn print(&self, title: &str, seed: u64) {
+        let availability = if self.ops == 0 {
+            0.0
+        } else {
+            100.0 * self.definite as f64 / self.ops as f64
+        };
+        eprintln!(
+            "== {title} (seed {seed}) ==\n\
+             ops during the run: {} ({} PUT, {} GET) on {} keys, + {} final reads\n\
+             definite: {}, unknown: {}, availability {availability:.1}%\n\
+             outcomes: {:?}\n\
+             faults injected: {:?}\n\
+             violations: {} {:?}\n\
+             wall time: {:.1}s",
+            self.ops,
+            self.puts,
+            self.gets,
+            self.keys,
+            self.final_reads,
+            self.definite,
+            self.unknown,
+            self.by_outcome,
+            self.faults,
+            self.violations.len(),
+            self.rules,
+            self.elapsed.as_secs_f64()
+        );
+        for v in self.violations.iter().take(20) {
+            eprintln!("  VIOLATION {v}");
+        }
+        if self.violations.len() > 20 {
+            eprintln!("  ... and {} more", self.violations.len() - 20);
+        }
+    }
+}
+
+fn put_ret(answer: &Answer) -> Ret {
+    match answer {
+        Answer::Status(201, _) => Ret::Created,
+        Answer::Status(200, _) => Ret::AlreadyChosen,
+        Answer::Status(409, body) => Ret::Conflict(body.clone()),
+        _ => Ret::Unknown,
+    }
+}
+
+fn get_ret(answer: &Answer) -> Ret {
+    match answer {
+        Answer::Status(200, body) => Ret::Found(body.clone()),
+        Answer::Status(404, _) => Ret::NotFound,
+        _ => Ret::Unknown,
+    }
+}
+
+/// Statuses that are neither an answer nor "unknown" are a bug of their own.
+fn unexpected(answer: &Answer) -> Option<u16> {
+    match answer {
+        Answer::Status(200 | 201 | 404 | 409 | 500 | 503, _) | Answer::NoAnswer(_) => None,
+        Answer::Status(s, _) => Some(*s),
+    }
+}
+
+struct ClientCtx {
+    id: usize,
+    urls: Arc<Vec<String>>,
+    http: reqwest::Client,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+    keys_per_generation: u64,
+    generation: Duration,
+}
+
+/// One client: until told to stop, picks a key of the current (sometimes
+/// the previous) generation, a node, and PUTs a value no other client PUTs
+/// (retrying it after an unknown outcome, half of the time), or GETs,
+/// recording each op. Keys change every generation, so that all
+/// clients move to fresh keys at the same moment and race for the first
+/// write; the previous generation is still read and written now and then.
+async fn client_loop(ctx: ClientCtx) -> (Vec<Op>, Vec<String>) {
+    let mut rng =
+        StdRng::seed_from_u64(ctx.seed ^ ((0xA5A5 + ctx.id as u64) * 0x9E37_79B9_7F4A_7C15));
+    let mut ops = Vec::new();
+    let mut oddities = Vec::new();
+    let mut retry: Option<(String, Bytes)> = None;
+    const MAX_OPS: usize = 200_000;
+    for seq in 0..MAX_OPS {
+        if ctx.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut generation = ctx.start.elapsed().as_millis() / ctx.generation.as_millis();
+        if generation > 0 && rng.random_bool(0.2) {
+            generation -= 1;
+        }
+        let key = format!(
+            "jepsen/{generation}/{}",
+            rng.random_range(0..ctx.keys_per_generation)
+        );
+        let node = rng.random_range(0..ctx.urls.len());
+        let url = &ctx.urls[node];
+        // After an unknown PUT, a client often retries the same value (as
+        // API.md tells it to): 200 then means "yours, from the first try".
+        let again = retry.take();
+        let key = again.as_ref().map_or(key, |(k, _)| k.clone());
+        let is_put = again.is_some() || rng.random_bool(0.5);
+        let invoked = Instant::now();
+        let (call, answer) = if is_put {
+            let value = again.map_or_else(
+                || {
+                    let pad = "p".repeat(rng.random_range(0..40));
+                    Bytes::from(format!("c{}-{seq}-{pad}", ctx.id))
+                },
+                |(_, v)| v,
+            );
+            let answer = procs::put(&ctx.http, url, &key, value.clone()).await;
+            (Call::Put(value), answer)
+        } else {
+            (Call::Get, procs::get(&ctx.http, url, &key).await)
+        };
+        let completed = Instant::now();
+        if let Some(s) = unexpected(&answer) {
+            oddities.push(format!(
+                "client {} {key} via node {}: status {s}",
+                ctx.id,
+                node + 1
+            ));
+        }
+        let ret = if is_put {
+            put_ret(&answer)
+        } else {
+            get_ret(&answer)
+        };
+        let unknown = ret == Ret::Unknown;
+        if let (true, Call::Put(v)) = (unknown, &call) {
+            if rng.random_bool(0.5) {
+                retry = Some((key.clone(), v.clone()));
+            }
+        }
+        ops.push(Op {
+            key,
+            client: ctx.id,
+            node: node as u32 + 1,
+            call,
+            ret,
+            invoked,
+            completed,
+        });
+        // Think time, longer after a failure (a down node refuses at once):
+        // keeps the clients from starving the nodes of the two cores.
+        let pause = if unknown { 10..40 } else { 1..8 };
+        tokio::time::sleep(Duration::from_millis(rng.random_range(pause))).await;
+    }
+    (ops, oddities)
+}
+
+/// The nemesis: faults at seeded random times, each healed after a seeded
+/// random hold.
+struct Nemesis {
+    rng: StdRng,
+    cluster: Cluster,
+    links: BTreeMap<(u32, u32), Link>,
+    faults: BTreeMap<&'static str, usize>,
+    n: u32,
+}
+
+impl Nemesis {
+    fn node_pick(&mut self) -> u32 {
+        self.rng.random_range(1..=self.n)
+    }
+
+    fn links_touching(&self, id: u32) -> Vec<(u32, u32)> {
+        self.links
+            .keys()
+            .copied()
+            .filter(|(a, b)| *a == id || *b == id)
+            .collect()
+    }
+
+    fn set_links(&self, which: &[(u32, u32)], mode: LinkMode) {
+        for l in which {
+            self.links[l].set(mode);
+        }
+    }
+
+    async fn hold(&mut self) {
+        let ms = self.rng.random_range(300..2_500);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    async fn restart(&mut self, ids: &[u32]) {
+        for &id in ids {
+            self.cluster.node(id).spawn();
+        }
+        for &id in ids {
+            let node = self.cluster.node(id);
+            if node.wait_ready(procs::READY_DEADLINE).await.is_err() {
+                node.kill();
+                node.start().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    /// One fault, held, then healed.
+    async fn step(&mut self) {
+        let roll = self.rng.random_range(0..100);
+        let kind = match roll {
+            0..=21 => "kill",
+            22..=37 => "pause",
+            38..=53 => "isolate",
+            54..=61 => "cut-link",
+            62..=67 => "refuse-link",
+            68..=81 => "stall",
+            82..=91 => "kill-two",
+            92..=95 => "kill-all",
+            _ => "kill+cut",
+        };
+        *self.faults.entry(kind).or_default() += 1;
+        match kind {
+            "kill" => {
+                let id = self.node_pick();
+                self.cluster.node(id).kill();
+                self.hold().await;
+                self.restart(&[id]).await;
+            }
+            "pause" => {
+                let id = self.node_pick();
+                self.cluster.node(id).pause();
+                self.hold().await;
+                self.cluster.node(id).resume();
+            }
+            "isolate" => {
+                let id = self.node_pick();
+                let links = self.links_touching(id);
+                self.set_links(&links, LinkMode::Drop);
+                self.hold().await;
+                self.set_links(&links, LinkMode::Pass);
+            }
+            "cut-link" => {
+                let all: Vec<(u32, u32)> = self.links.keys().copied().collect();
+                let one = all[self.rng.random_range(0..all.len())];
+                let both = self.rng.random_bool(0.5);
+                let mut cut = vec![one];
+                if both {
+                    cut.push((one.1, one.0));
+                }
+                self.set_links(&cut, LinkMode::Drop);
+                self.hold().await;
+                self.set_links(&cut, LinkMode::Pass);
+            }
+            "refuse-link" => {
+                let all: Vec<(u32, u32)> = self.links.keys().copied().collect();
+                let one = all[self.rng.random_range(0..all.len())];
+                self.set_links(&[one], LinkMode::Refuse);
+                self.hold().await;
+                self.set_links(&[one], LinkMode::Pass);
+            }
+            "stall" => {
+                // Everything towards one node hangs, then arrives late.
+                let id = self.node_pick();
+                let inbound: Vec<(u32, u32)> = self
+                    .links
+                    .keys()
+                    .copied()
+                    .filter(|(_, b)| *b == id)
+                    .collect();
+                self.set_links(&inbound, LinkMode::Stall);
+                self.hold().await;
+                self.set_links(&inbound, LinkMode::Pass);
+            }
+            "kill-two" => {
+                let a = self.node_pick();
+                let b = (a % self.n) + 1;
+                self.cluster.node(a).kill();
+                self.cluster.node(b).kill();
+                self.hold().await;
+                self.restart(&[a, b]).await;
+            }
+            "kill-all" => {
+                self.cluster.kill_all();
+                self.hold().await;
+                let all: Vec<u32> = (1..=self.n).collect();
+                self.restart(&all).await;
+            }
+            _ => {
+                // A crash of one node while another is cut off: no majority.
+                let a = self.node_pick();
+                let b = (a % self.n) + 1;
+                self.cluster.node(a).kill();
+                let links = self.links_touching(b);
+                self.set_links(&links, LinkMode::Drop);
+                self.hold().await;
+                self.set_links(&links, LinkMode::Pass);
+                self.restart(&[a]).await;
+            }
+        }
+    }
+
+    /// Until `until`: a quiet spell, then a fault.
+    async fn run(&mut self, until: Instant) {
+        while Instant::now() < until {
+            let quiet = self.rng.random_range(100..1_000);
+            tokio::time::sleep(Duration::from_millis(quiet)).await;
+            if Instant::now() >= until {
+                break;
+            }
+            self.step().await;
+        }
+    }
+
+    /// Every node running and resumed, every link passing, stalled
+    /// connections dropped (nothing held arrives after this).
+    async fn heal(&mut self) {
+        for node in &mut self.cluster.nodes {
+            node.resume();
+        }
+        let down: Vec<u32> = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| !n.is_up())
+            .map(|n| n.id())
+            .collect();
+        self.restart(&down).await;
+        for link in self.links.values() {
+            link.set(LinkMode::Drop);
+            link.set(LinkMode::Pass);
+        }
+    }
+}
+
+/// Runs clients and the nemesis against a 3-node cluster, then final reads
+/// through every node with everything healed, and checks the history.
+async fn run(cfg: RunConfig) -> Report {
+    let started = Instant::now();
+    const N: u32 = 3;
+    // Proxies first: their ports go into the nodes' --peers.
+    let mut listeners = BTreeMap::new();
+    for a in 1..=N {
+        for b in 1..=N {
+            if a != b {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                listeners.insert((a, b), l);
+            }
+        }
+    }
+    let proxy_port: BTreeMap<(u32, u32), u16> = listeners
+        .iter()
+        .map(|(k, l)| (*k, l.local_addr().unwrap().port()))
+        .collect();
+    let topology = cfg.topology;
+    let mut cluster = Cluster::new(N, |id, ports| {
+        let url = |peer: u32, port: u16| {
+            if peer == id {
+                format!("{peer}=http://127.0.0.1:{port}")
+            } else {
+                format!("{peer}=http://127.0.0.1:{}", proxy_port[&(id, peer)])
+            }
+        };
+        match (topology, id) {
+            (Topology::SplitMembership, 3) => url(3, ports[2].1),
+            _ => ports
+                .iter()
+                .map(|&(peer, port)| url(peer, port))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    });
+    let links: BTreeMap<(u32, u32), Link> = listeners
+        .into_iter()
+        .map(|((a, b), l)| ((a, b), Link::start(l, cluster.nodes[b as usize - 1].addr())))
+        .collect();
+    cluster.start_all().await;
+
+    let urls = Arc::new(cluster.urls());
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = procs::client(Duration::from_secs(5));
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|id| {
+            tokio::spawn(client_loop(ClientCtx {
+                id,
+                urls: urls.clone(),
+                http: http.clone(),
+                seed: cfg.seed,
+                stop: stop.clone(),
+                start: started,
+                keys_per_generation: cfg.keys_per_generation,
+                generation: cfg.generation,
+            }))
+        })
+        .collect();
+
+    let mut nemesis = Nemesis {
+        rng: StdRng::seed_from_u64(cfg.seed),
+        cluster,
+        links,
+        faults: BTreeMap::new(),
+        n: N,
+    };
+    nemesis.run(Instant::now() + cfg.nemesis).await;
+    nemesis.heal().await;
+    stop.store(true, Ordering::SeqCst);
+    let mut history = Vec::new();
+    let mut oddities = Vec::new();
+    for c in clients {
+        let (ops, odd) = c.await.expect("client task panicked");
+        history.extend(ops);
+        oddities.extend(odd);
+    }
+    let run_ops = history.len();
+
+    // Final reads: everything healed, every key through every node. A key
+    // whose nodes disagree (legal only while an unknown PUT is still being
+    // recovered) is read again, a bounded number of times, until they agree.
+    let keys: BTreeSet<String> = history.iter().map(|o| o.key.clone()).collect();
+    let final_client = cfg.clients;
+    let mut final_ops = Vec::new();
+    let mut disagreements = Vec::new();
+    let mut reads = tokio::task::JoinSet::new();
+    let key_list: Vec<String> = keys.iter().cloned().collect();
+    for chunk in key_list.chunks(key_list.len().div_ceil(6).max(1)) {
+        let (chunk, urls, http) = (chunk.to_vec(), urls.clone(), http.clone());
+        reads.spawn(async move {
+            let mut ops = Vec::new();
+            let mut disagree = Vec::new();
+            for key in chunk {
+                let mut agreed = false;
+                let mut last = Vec::new();
+                for _attempt in 0..5 {
+                    last.clear();
+                    for (i, url) in urls.iter().enumerate() {
+                        let invoked = Instant::now();
+                        let answer = procs::get(&http, url, &key).await;
+                        let op = Op {
+                            key: key.clone(),
+                            client: final_client,
+                            node: i as u32 + 1,
+                            call: Call::Get,
+                            ret: get_ret(&answer),
+                            invoked,
+                            completed: Instant::now(),
+                        };
+                        last.push(op.ret.clone());
+                        ops.push(op);
+                    }
+                    if last[0] != Ret::Unknown && last.iter().all(|r| *r == last[0]) {
+                        agreed = true;
+                        break;
+                    }
+                }
+                if !agreed {
+                    disagree.push(format!(
+                        "key {key:?}: final reads disagree or fail through nodes 1..3: {last:?}"
+                    ));
+                }
+            }
+            (ops, disagree)
+        });
+    }
+    while let Some(r) = reads.join_next().await {
+        let (ops, disagree) = r.expect("final reader panicked");
+        final_ops.extend(ops);
+        disagreements.extend(disagree);
+    }
+    let final_reads = final_ops.len();
+    history.extend(final_ops);
+
+    let found = history::check(&history);
+    let mut rules: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for v in &found {
+        *rules.entry(v.rule).or_default() += 1;
+    }
+    if !disagreements.is_empty() {
+        rules.insert("final-disagreement", disagreements.len());
+    }
+    if !oddities.is_empty() {
+        rules.insert("unexpected-status", oddities.len());
+    }
+    let mut violations: Vec<String> = found.iter().map(|v| v.to_string()).collect();
+    violations.extend(disagreements);
+    violations.extend(
+        oddities
+            .into_iter()
+            .map(|o| format!("unexpected answer: {o}")),
+    );
+
+    let mut report = Report {
+        ops: run_ops,
+        final_reads,
+        keys: keys.len(),
+        faults: std::mem::take(&mut nemesis.faults),
+        rules,
+        violations,
+        ..Report::default()
+    };
+    for op in &history[..run_ops] {
+        match op.call {
+            Call::Put(_) => report.puts += 1,
+            Call::Get => report.gets += 1,
+        }
+        if op.definite() {
+            report.definite += 1;
+        } else {
+            report.unknown += 1;
+        }
+        let outcome = match (&op.call, &op.ret) {
+            (Call::Put(_), Ret::Created) => "PUT 201",
+            (Call::Put(_), Ret::AlreadyChosen) => "PUT 200",
+            (Call::Put(_), Ret::Conflict(_)) => "PUT 409",
+            (Call::Put(_), _) => "PUT unknown",
+            (Call::Get, Ret::Found(_)) => "GET 200",
+            (Call::Get, Ret::NotFound) => "GET 404",
+            (Call::Get, _) => "GET unknown",
+        };
+        *report.by_outcome.entry(outcome).or_default() += 1;
+    }
+    report.elapsed = started.elapsed();
+    if !report.violations.is_empty() && cfg.topology == Topology::Healthy {
+        eprintln!("{}", nemesis.cluster.logs(4000));
+    }
+    report
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("PAXOS_KV_JEPSEN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("jepsen seed = {seed} (replay with PAXOS_KV_JEPSEN_SEED={seed})");
+    seed
+}
+
+/// API.md guarantees 1 to 4 under crashes, pauses, partitions and delayed
+/// messages: the whole history of about 60 s of contested PUTs and GETs
+/// (longer with `PAXOS_KV_JEPSEN_SECS`) is linearizable as a write-once
+/// register per key, and with everything healed every node answers the
+/// same for every key. Availability is reported, not asserted beyond
+/// "some ops succeeded" (no timing assertions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_history_under_nemesis_is_linearizable() {
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let seed = seed();
+    let secs = std::env::var("PAXOS_KV_JEPSEN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let report = run(RunConfig {
+        seed,
+        nemesis: Duration::from_secs(secs),
+        topology: Topology::Healthy,
+        clients: 6,
+        keys_per_generation: 3,
+        generation: Duration::from_millis(200),
+    })
+    .await;
+    report.print("jepsen: healthy cluster under nemesis", seed);
+    assert!(
+        report.violations.is_empty(),
+        "seed {seed}: {} violations, first: {}",
+        report.violations.len(),
+        report.violations[0]
+    );
+    assert!(
+        report.definite > 100,
+        "seed {seed}: almost nothing succeeded: {report:?}"
+    );
+    assert!(
+        report.faults.values().sum::<usize>() >= 3,
+        "seed {seed}: the nemesis barely ran: {:?}",
+        report.faults
+    );
+}
+
+/// Part 4, the pipeline can fail: the same clients, nemesis, final reads and
+/// checker against a cluster whose quorums do not intersect (node 3 believes
+/// it is alone; see [`Topology::SplitMembership`]) report violations within
+/// a few seconds. Such a split is certain to show: node 3 alone creates
+/// every key it is asked to PUT first, nodes 1 and 2 create their own, so
+/// contested keys get two 201s and two values, and GETs through node 3 of
+/// keys the others wrote answer 404 after a PUT was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_pipeline_catches_a_split_cluster() {
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let seed = seed();
+    let report = run(RunConfig {
+        seed,
+        nemesis: Duration::from_secs(5),
+        topology: Topology::SplitMembership,
+        clients: 6,
+        keys_per_generation: 3,
+        generation: Duration::from_millis(200),
+    })
+    .await;
+    report.print("jepsen: deliberately split cluster", seed);
+    let rules = &report.rules;
+    assert!(
+        !report.violations.is_empty(),
+        "seed {seed}: the checker missed a split-brain cluster: {report:?}"
+    );
+    assert!(
+        rules.contains_key("two-values") || rules.contains_key("two-creates"),
+        "seed {seed}: expected agreement violations, got {rules:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Part 4: hand-made histories.
+// ---------------------------------------------------------------------------
+
+fn op(call: Call, ret: Ret, t0: Instant, invoked_ms: u64, completed_ms: u64) -> Op {
+    Op {
+        key: "k".into(),
+        client: 0,
+        node: 1,
+        call,
+        ret,
+        invoked: t0 + Duration::from_millis(invoked_ms),
+        completed: t0 + Duration::from_millis(completed_ms),
+    }
+}
+
+fn put_op(v: &'static str, ret: Ret, t0: Instant, i: u64, c: u64) -> Op {
+    op(Call::Put(Bytes::from_static(v.as_bytes())), ret, t0, i, c)
+}
+
+fn get_op(ret: Ret, t0: Instant, i: u64, c: u64) -> Op {
+    op(Call::Get, ret, t0, i, c)
+}
+
+fn b(v: &'static str) -> Bytes {
+    Bytes::from_static(v.as_bytes())
+}
+
+fn rules_broken(h: &[Op]) -> Vec<&'static str> {
+    history::check(h).iter().map(|v| v.rule).collect()
+}
+
+/// Part 4, the checker can fail: each rule flags a hand-made history that
+/// breaks it, and legal histories (concurrent reads on both sides of a
+/// write, an unknown PUT that takes effect late, 200 and 409 after the
+/// write) pass.
+#[test]
+fn checker_flags_bad_histories_and_passes_good_ones() {
+    let t0 = Instant::now();
+    // Legal.
+    let good = vec![
+        get_op(Ret::NotFound, t0, 0, 1),
+        put_op("a", Ret::Created, t0, 2, 10),
+        get_op(Ret::Found(b("a")), t0, 3, 5),
+        get_op(Ret::NotFound, t0, 4, 9), // concurrent with the write: fine
+        put_op("b", Ret::Conflict(b("a")), t0, 11, 12),
+        put_op("a", Ret::AlreadyChosen, t0, 13, 14),
+        get_op(Ret::Unknown, t0, 15, 16),
+        put_op("c", Ret::Unknown, t0, 15, 16),
+    ];
+    assert_eq!(rules_broken(&good), Vec::<&str>::new());
+    let late = vec![
+        put_op("a", Ret::Unknown, t0, 0, 1),
+        get_op(Ret::NotFound, t0, 5, 6),
+        get_op(Ret::Found(b("a")), t0, 20, 21),
+        put_op("b", Ret::Conflict(b("a")), t0, 22, 23),
+    ];
+    assert_eq!(
+        rules_broken(&late),
+        Vec::<&str>::new(),
+        "an unknown PUT may land late"
+    );
+
+    // A double value: two GETs see different values.
+    let double = vec![
+        put_op("a", Ret::Unknown, t0, 0, 1),
+        put_op("b", Ret::Unknown, t0, 0, 1),
+        get_op(Ret::Found(b("a")), t0, 2, 3),
+        get_op(Ret::Found(b("b")), t0, 4, 5),
+    ];
+    assert_eq!(rules_broken(&double), vec!["two-values"]);
+    // ... or a 201 and a 409 naming another value.
+    let double = vec![
+        put_op("a", Ret::Created, t0, 0, 1),
+        put_op("c", Ret::Conflict(b("b")), t0, 2, 3),
+        put_op("b", Ret::Unknown, t0, 0, 1),
+    ];
+    assert_eq!(rules_broken(&double), vec!["two-values"]);
+
+    // Two 201s (with two values, and with the same bytes twice).
+    let two = vec![
+        put_op("a", Ret::Created, t0, 0, 1),
+        put_op("b", Ret::Created, t0, 0, 1),
+    ];
+    assert_eq!(rules_broken(&two), vec!["two-values", "two-creates"]);
+    let two = vec![
+        put_op("a", Ret::Created, t0, 0, 1),
+        put_op("a", Ret::Created, t0, 0, 1),
+    ];
+    assert_eq!(rules_broken(&two), vec!["two-creates"]);
+
+    // A stale 404: after a completed 201, and after a completed GET 200.
+    let stale = vec![
+        put_op("a", Ret::Created, t0, 0, 1),
+        get_op(Ret::NotFound, t0, 2, 3),
+    ];
+    assert_eq!(rules_broken(&stale), vec!["stale-404"]);
+    let stale = vec![
+        put_op("a", Ret::Unknown, t0, 0, 1),
+        get_op(Ret::Found(b("a")), t0, 2, 3),
+        get_op(Ret::NotFound, t0, 4, 5),
+    ];
+    assert_eq!(rules_broken(&stale), vec!["stale-404"]);
+
+    // A value from nowhere, and a 200 without any write.
+    let nowhere = vec![
+        put_op("a", Ret::Unknown, t0, 0, 1),
+        get_op(Ret::Found(b("z")), t0, 2, 3),
+    ];
+    assert_eq!(rules_broken(&nowhere), vec!["no-writer"]);
+    let nowhere = vec![put_op("a", Ret::AlreadyChosen, t0, 0, 1)];
+    assert_eq!(rules_broken(&nowhere), vec!["no-writer"]);
+
+    // A read from the future: the GET ended before the PUT began.
+    let future = vec![
+        get_op(Ret::Found(b("a")), t0, 0, 1),
+        put_op("a", Ret::Created, t0, 2, 3),
+    ];
+    assert_eq!(rules_broken(&future), vec!["read-before-write"]);
+
+    // Malformed: told 409 with its own value.
+    let own = vec![
+        put_op("a", Ret::Conflict(b("a")), t0, 0, 1),
+        put_op("a", Ret::Unknown, t0, 0, 0),
+    ];
+    assert_eq!(rules_broken(&own), vec!["malformed"]);
+
+    // Keys are independent registers.
+    let mut two_keys = vec![
+        put_op("a", Ret::Created, t0, 0, 1),
+        get_op(Ret::NotFound, t0, 2, 3),
+    ];
+    two_keys[1].key = "other".into();
+    assert_eq!(rules_broken(&two_keys), Vec::<&str>::new());
+}

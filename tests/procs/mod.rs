@@ -1,0 +1,546 @@
+//! A cluster of real `paxos-kv serve` processes for crash and Jepsen-style
+//! tests: each node is a child process with its own sled directory in a
+//! temporary folder, started, SIGKILLed, SIGSTOPped/SIGCONTed and restarted
+//! over the same data directory on command.
+//!
+//! Every child is killed when its [`NodeProc`] is dropped, so a failing or
+//! panicking test leaves no process behind. Readiness is polled on
+//! `GET /health` with a deadline, never slept for.
+//!
+//! Ports: a node keeps its port across restarts (its peers know it by URL), so
+//! ports are picked below the kernel's ephemeral range
+//! (`/proc/sys/net/ipv4/ip_local_port_range`). A port taken from that range
+//! and released could be grabbed by any outgoing connection (every peer call
+//! opens one) while the node is down, and the restart would then fail to bind.
+//! Outside it, only another listener can collide, and a restart retries.
+//!
+//! Set `PAXOS_KV_KEEP_DIRS=1` to keep the data directories and node logs of a
+//! run (their path is printed).
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The cluster token every test cluster uses.
+pub const TOKEN: &str = "procs-test-token";
+
+/// How long a starting node may take to answer `/health` (sled open, on a
+/// loaded 2-core machine).
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Ports handed out by this test binary, so two nodes never get the same one.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// Serializes the process-heavy tests of one test binary: the machine has two
+/// cores, and two clusters at once only make every timeout fire.
+pub static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// A port on 127.0.0.1 that nothing listens on now, below the ephemeral
+/// range, never handed out before by this process.
+pub fn free_port() -> u16 {
+    let high = ephemeral_low().clamp(12_000, 32_768);
+    let low = high - 10_000;
+    let mut seed = std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64);
+    seed ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = guard.get_or_insert_with(HashSet::new);
+    for _ in 0..10_000 {
+        // xorshift: any spread will do.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = low + (seed % u64::from(high - low)) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// How one node is started.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node id.
+    pub id: u32,
+    /// Its client/peer port on 127.0.0.1.
+    pub port: u16,
+    /// Its sled directory.
+    pub data_dir: PathBuf,
+    /// The `--peers` string this node is given.
+    pub peers: String,
+    /// Extra flags (timeouts).
+    pub extra: Vec<String>,
+}
+
+/// One `paxos-kv serve` process (or none, while it is down).
+pub struct NodeProc {
+    /// How it is started.
+    pub config: NodeConfig,
+    child: Option<Child>,
+    paused: bool,
+    log: PathBuf,
+    /// How many times it was started.
+    pub starts: u32,
+    /// Set to wipe the data directory before every restart: a deliberately
+    /// broken node that forgets its acceptor state in a crash.
+    pub wipe_on_restart: bool,
+}
+
+impl NodeProc {
+    /// A node that is not running yet; its log goes to `log`.
+    pub fn new(config: NodeConfig, log: PathBuf) -> Self {
+        NodeProc {
+            config,
+            child: None,
+            paused: false,
+            log,
+            starts: 0,
+            wipe_on_restart: false,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u32 {
+        self.config.id
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:23456`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.port)
+    }
+
+    /// Socket address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.config.port))
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether a process was started and not killed (it may be paused).
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether it is stopped with SIGSTOP.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Spawns the process (without waiting for it to serve).
+    pub fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "node {} is already running",
+            self.id()
+        );
+        if self.wipe_on_restart && self.starts > 0 {
+            let _ = std::fs::remove_dir_all(&self.config.data_dir);
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let c = &self.config;
+        let child = Command::new(env!("CARGO_BIN_EXE_paxos-kv"))
+            .arg("serve")
+            .args(["--id", &c.id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", c.port)])
+            .arg("--data-dir")
+            .arg(&c.data_dir)
+            .args(["--peers", &c.peers])
+            .args(["--cluster-token", TOKEN])
+            .args(&c.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("PAXOS_KV_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("PAXOS_KV_ID")
+            .env_remove("PAXOS_KV_PEERS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn paxos-kv serve");
+        self.child = Some(child);
+        self.paused = false;
+        self.starts += 1;
+    }
+
+    /// Polls `/health` until it answers 200. Fails if the process exits or
+    /// the deadline passes, with the tail of its log.
+    pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("client");
+        let until = Instant::now() + deadline;
+        let url = format!("{}/health", self.url());
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!(
+                        "node {} exited with {status} while starting; log tail:\n{}",
+                        self.id(),
+                        self.log_tail(3000)
+                    ));
+                }
+            } else {
+                return Err(format!("node {} is not running", self.id()));
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "node {} did not answer /health within {deadline:?}; log tail:\n{}",
+                    self.id(),
+                    self.log_tail(3000)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts the node and waits until it serves, retrying when the process
+    /// exits at once (its port briefly taken by someone else).
+    pub async fn start(&mut self) -> Result<(), String> {
+        let until = Instant::now() + READY_DEADLINE;
+        loop {
+            self.spawn();
+            match self
+                .wait_ready(until.saturating_duration_since(Instant::now()))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if self.child.is_none() && Instant::now() < until => {
+                    eprintln!("retrying start: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// SIGKILL (via `Child::kill`), then reaps the process: when this
+    /// returns, the process is gone and its port and files are released.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused = false;
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {sig} {pid} failed");
+        }
+    }
+
+    /// SIGSTOP: the process stays alive but answers nothing.
+    pub fn pause(&mut self) {
+        if self.child.is_some() && !self.paused {
+            self.signal("-STOP");
+            self.paused = true;
+        }
+    }
+
+    /// SIGCONT after [`NodeProc::pause`].
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.signal("-CONT");
+            self.paused = false;
+        }
+    }
+
+    /// The last `bytes` of the node's log.
+    pub fn log_tail(&self, bytes: u64) -> String {
+        let Ok(mut f) = File::open(&self.log) else {
+            return String::from("(no log)");
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+        let mut s = String::new();
+        let _ = f.read_to_string(&mut s);
+        s
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Flags every test node gets: short deadlines so that faults turn into
+/// 503s quickly.
+pub fn default_extra() -> Vec<String> {
+    ["--request-timeout", "2s", "--peer-timeout", "500ms"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Nodes `1..=n` of one cluster, sharing a temporary directory.
+pub struct Cluster {
+    /// Data directories and logs live here.
+    pub dir: tempfile::TempDir,
+    /// Node `i` is `nodes[i - 1]`.
+    pub nodes: Vec<NodeProc>,
+}
+
+/// `1=http://127.0.0.1:P1,2=...` for the given ports.
+pub fn peers_string(ports: &[(u32, u16)]) -> String {
+    ports
+        .iter()
+        .map(|(id, port)| format!("{id}=http://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Cluster {
+    /// A cluster of `n` nodes that are not started yet. `peers_of(id, ports)`
+    /// gives each node's `--peers` (the same string for all, normally).
+    pub fn new(n: u32, peers_of: impl Fn(u32, &[(u32, u16)]) -> String) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("paxos-kv-procs-")
+            .tempdir()
+            .expect("tempdir");
+        let ports: Vec<(u32, u16)> = (1..=n).map(|id| (id, free_port())).collect();
+        let nodes = ports
+            .iter()
+            .map(|&(id, port)| {
+                let config = NodeConfig {
+                    id,
+                    port,
+                    data_dir: dir.path().join(format!("node{id}")),
+                    peers: peers_of(id, &ports),
+                    extra: default_extra(),
+                };
+                NodeProc::new(config, dir.path().join(format!("node{id}.log")))
+            })
+            .collect();
+        Cluster { dir, nodes }
+    }
+
+    /// `n` nodes that all see each other directly, started and serving.
+    pub async fn start(n: u32) -> Cluster {
+        let mut cluster = Cluster::new(n, |_, ports| peers_string(ports));
+        cluster.start_all().await;
+        cluster
+    }
+
+    /// Starts every node that is down and waits until all serve.
+    pub async fn start_all(&mut self) {
+        for node in self.nodes.iter_mut().filter(|n| !n.is_up()) {
+            node.spawn();
+        }
+        for node in &mut self.nodes {
+            if let Err(e) = node.wait_ready(READY_DEADLINE).await {
+                // The port may have been taken while it was down: retry.
+                if node.is_up() {
+                    panic!("{e}");
+                }
+                node.start().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    /// Node `id`.
+    pub fn node(&mut self, id: u32) -> &mut NodeProc {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Base URL of node `id`.
+    pub fn url(&self, id: u32) -> String {
+        self.nodes[(id - 1) as usize].url()
+    }
+
+    /// Every node's base URL, node 1 first.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NodeProc::url).collect()
+    }
+
+    /// SIGKILLs every node, as close to "at once" as three syscalls get.
+    pub fn kill_all(&mut self) {
+        let mut children: Vec<Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.child.take())
+            .collect();
+        for child in &mut children {
+            let _ = child.kill();
+        }
+        for child in &mut children {
+            let _ = child.wait();
+        }
+        for node in &mut self.nodes {
+            node.paused = false;
+        }
+    }
+
+    /// SIGKILLs node `id` and starts it again over the same data directory.
+    pub async fn crash_restart(&mut self, id: u32) {
+        let node = self.node(id);
+        node.kill();
+        node.start().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The data directory root (kept after the test with `PAXOS_KV_KEEP_DIRS=1`).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every node's log tail, for failure messages.
+    pub fn logs(&self, bytes: u64) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("----- node {} -----\n{}", n.id(), n.log_tail(bytes)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.resume();
+            node.kill();
+        }
+        if std::env::var_os("PAXOS_KV_KEEP_DIRS").is_some() {
+            let kept = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("paxos-kv-procs-empty-")
+                    .tempdir()
+                    .expect("tempdir"),
+            );
+            eprintln!("kept data dirs and logs in {}", kept.keep().display());
+        }
+    }
+}
+
+/// A client for the tests: no proxy from the environment, bounded calls.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("client")
+}
+
+/// Percent-encodes a key for a URL path (keeps `/`).
+pub fn key_path(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What a client saw for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A status code and the body.
+    Status(u16, bytes::Bytes),
+    /// No answer: connection refused or reset, timeout.
+    NoAnswer(String),
+}
+
+/// `PUT /v1/kv/{key}` on `base`.
+pub async fn put(client: &reqwest::Client, base: &str, key: &str, value: bytes::Bytes) -> Answer {
+    let url = format!("{base}/v1/kv/{}", key_path(key));
+    match client.put(url).body(value).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            match r.bytes().await {
+                Ok(body) => Answer::Status(status, body),
+                Err(e) => Answer::NoAnswer(e.to_string()),
+            }
+        }
+        Err(e) => Answer::NoAnswer(e.to_string()),
+    }
+}
+
+/// `GET /v1/kv/{key}` on `base`.
+pub async fn get(client: &reqwest::Client, base: &str, key: &str) -> Answer {
+    let url = format!("{base}/v1/kv/{}", key_path(key));
+    match client.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            match r.bytes().await {
+                Ok(body) => Answer::Status(status, body),
+                Err(e) => Answer::NoAnswer(e.to_string()),
+            }
+        }
+        Err(e) => Answer::NoAnswer(e.to_string()),
+    }
+}
+
+/// POSTs a peer message to `base`'s `/v1/paxos/{op}` with the cluster
+/// token; returns the status and the parsed JSON body.
+pub async fn peer(
+    client: &reqwest::Client,
+    base: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> Result<(u16, serde_json::Value), String> {
+    let r = client
+        .post(format!("{base}/v1/paxos/{op}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    let json = serde_json::from_str(&text).map_err(|e| format!("{status} {text:?}: {e}"))?;
+    Ok((status, json))
+}
+
+/// Prints a value for humans: text if it is short UTF-8, else its length.
+pub fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.len() <= 80 => format!("{s:?}"),
+        _ => format!("<{} bytes>", bytes.len()),
+    }
+}
