@@ -193,7 +193,25 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Applies one acceptor request for `key` and returns the reply, which
     /// is only produced after the new state is durable (invariant 1).
+    ///
+    /// The load-handle-store step runs in its own task, so it finishes even
+    /// when the caller gives up (a peer's HTTP request times out and axum
+    /// drops the handler): the key lock is released only after the write is
+    /// applied and durable. Otherwise the next request for the key would
+    /// decide from a state that a queued write is about to replace, and a
+    /// vote could be reported and then lost.
     pub async fn handle_acceptor(
+        self: &Arc<Self>,
+        key: &str,
+        request: Request<Value>,
+    ) -> Result<Reply8, StorageError> {
+        let (node, key) = (self.clone(), key.to_owned());
+        tokio::spawn(async move { node.acceptor_step(&key, request).await })
+            .await
+            .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))?
+    }
+
+    async fn acceptor_step(
         &self,
         key: &str,
         request: Request<Value>,
@@ -431,7 +449,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         rx
     }
 
-    async fn call(&self, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
+    async fn call(self: &Arc<Self>, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
         if to == self.id {
             return self
                 .handle_acceptor(key, request)
@@ -469,11 +487,11 @@ fn same_or_conflict(chosen: Bytes, value: &Bytes) -> PutOutcome {
 
 impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
     fn handle(
-        &self,
+        self: Arc<Self>,
         _from: NodeId,
         key: String,
         request: Request<Value>,
-    ) -> Pin<Box<dyn Future<Output = Result<Reply8, TransportError>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Reply8, TransportError>> + Send>> {
         Box::pin(async move {
             self.handle_acceptor(&key, request)
                 .await

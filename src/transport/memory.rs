@@ -22,11 +22,11 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// Handles one request from `from`; the reply leaves only once the
     /// acceptor's new state is durable.
     fn handle(
-        &self,
+        self: Arc<Self>,
         from: NodeId,
         key: String,
         request: Request<Value>,
-    ) -> Pin<Box<dyn Future<Output = Result<Reply<Value>, TransportError>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Reply<Value>, TransportError>> + Send>>;
 }
 
 /// What happens to one message.
