@@ -52,6 +52,8 @@ RUN cargo build --release --locked --bin paxos-kv \
  && install -D -m 0755 target/release/paxos-kv /out/paxos-kv
 
 FROM ${RUNTIME_IMAGE}
+LABEL org.opencontainers.image.title="paxos-kv" \
+      org.opencontainers.image.description="A distributed key-value store of write-once registers (Paxos per key)"
 # An unprivileged user owns the data directory; a named volume mounted there starts
 # with this ownership.
 RUN groupadd --system --gid 10001 paxos \

@@ -488,6 +488,16 @@ impl Drop for Cluster {
                 self.project, self.project
             )),
         }
+        // Compose exports the image once per service: the copies that lost the tag are
+        // left dangling. Remove dangling paxos-kv images (never one a container uses).
+        let prune = [
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            "label=org.opencontainers.image.title=paxos-kv",
+        ];
+        let _ = self.docker(&prune);
     }
 }
 
