@@ -629,20 +629,20 @@ fn sled_refuses_a_directory_of_another_format_version() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = ::sled::open(dir.path()).unwrap();
-        db.insert(b"mformat", &[2u8]).unwrap();
+        db.insert(b"mformat", &[3u8]).unwrap();
         db.flush().unwrap();
     }
     match SledStorage::open(dir.path()) {
         Err(StorageError::Version {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
         }) => {}
         Err(e) => panic!("wrong error: {e:?}"),
-        Ok(_) => panic!("a format-2 directory was opened"),
+        Ok(_) => panic!("a format-3 directory was opened"),
     }
 }
 
-/// Inv. 7: a fresh directory is stamped with format 1, and a register header
+/// Inv. 7: a fresh directory is stamped with format 2, and a register header
 /// written by another format version is refused on load, not misread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_stamps_its_format_and_refuses_foreign_headers() {
@@ -653,14 +653,14 @@ async fn sled_stamps_its_format_and_refuses_foreign_headers() {
     }
     {
         let db = ::sled::open(backend.dir.path()).unwrap();
-        assert_eq!(db.get(b"mformat").unwrap().as_deref(), Some(&[1u8][..]));
+        assert_eq!(db.get(b"mformat").unwrap().as_deref(), Some(&[2u8][..]));
         let header = db
             .get(b"sk")
             .unwrap()
             .expect("header of key k under 's' + key");
-        assert_eq!(header[0], 1, "the header starts with its format version");
+        assert_eq!(header[0], 2, "the header starts with its format version");
         let mut foreign = header.to_vec();
-        foreign[0] = 2;
+        foreign[0] = 3;
         db.insert(b"sk", foreign).unwrap();
         db.flush().unwrap();
     }
@@ -668,14 +668,55 @@ async fn sled_stamps_its_format_and_refuses_foreign_headers() {
     assert_eq!(
         s.load("k"),
         Err(StorageError::Version {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
     assert_state(
         &load(&s, "other"),
         &State::default(),
         "other keys still load",
+    );
+}
+
+/// Inv. 7: a directory written by format 1 (every record a bare 38-byte
+/// header, every value in chunks) still reads, and is stamped format 2 so
+/// that a format-1 release would refuse it after this one wrote to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_reads_and_upgrades_a_format_one_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        db.insert(b"mformat", &[1u8]).unwrap();
+        // Key "k": promised (3, 2), vote (2, 1) by writer 7 of "hello", as
+        // format 1 laid it out: header under 's' + key, value in chunk 0.
+        let mut header = vec![1u8];
+        header.extend_from_slice(&3u64.to_be_bytes());
+        header.extend_from_slice(&2u32.to_be_bytes());
+        header.push(0b01);
+        header.extend_from_slice(&2u64.to_be_bytes());
+        header.extend_from_slice(&1u32.to_be_bytes());
+        header.extend_from_slice(&7u64.to_be_bytes());
+        header.extend_from_slice(&5u32.to_be_bytes());
+        db.insert(b"sk", header).unwrap();
+        db.insert(b"vk\0\0\0\0\0", &b"hello"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let s = SledStorage::open(dir.path()).unwrap();
+        let expected = voted(b(3, 2), b(2, 1), value(7, "hello"), false);
+        assert_state(&load(&s, "k"), &expected, "format-1 record");
+        // Rewriting it in format 2 (inline) leaves no stale chunk behind.
+        let promised = voted(b(4, 1), b(2, 1), value(7, "hello"), false);
+        store(&s, "k", &promised).await;
+        assert_state(&load(&s, "k"), &promised, "rewritten");
+    }
+    let db = ::sled::open(dir.path()).unwrap();
+    assert_eq!(db.get(b"mformat").unwrap().as_deref(), Some(&[2u8][..]));
+    assert_eq!(
+        db.get(b"vk\0\0\0\0\0").unwrap(),
+        None,
+        "stale chunk removed"
     );
 }
 

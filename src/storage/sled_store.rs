@@ -4,10 +4,12 @@
 //! persists neither file metadata nor the device cache, and its own periodic
 //! `fsync` runs only every `flush_every_ms`. So every write here is followed
 //! by `flush` and then `fdatasync` on sled's log file (`<dir>/db`), opened by
-//! us, plus an `fsync` of any file sled spilled to `blobs/` (values are split
-//! into small chunks so that this is rare). One sync thread applies every
-//! write waiting at that moment and then syncs once (group commit):
-//! concurrent writers share one `fdatasync`.
+//! us, plus an `fsync` of any file sled spilled to `blobs/` (large values are
+//! split into small chunks so that this is rare). One sync thread applies
+//! every write waiting at that moment and then syncs once (group commit):
+//! concurrent writers share one `fdatasync`. A register whose value fits in
+//! one chunk is a single record, written with one `insert` (see the codec for
+//! why that matters: sled's `apply_batch` does IO of its own per batch).
 //!
 //! A failed write poisons the store until the node restarts. sled applies a
 //! batch to its in-memory tree before the flush that fails, so after a
@@ -30,7 +32,7 @@ use std::thread::JoinHandle;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, ROUND_KEY};
+use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, ROUND_KEY};
 use super::{State, Storage, StorageError};
 use crate::paxos::Accepted;
 use crate::value::Value;
@@ -43,6 +45,41 @@ pub struct SledStorage {
 }
 
 type Done = oneshot::Sender<Result<(), StorageError>>;
+
+/// One write, applied by the sync thread.
+enum Write {
+    /// Insert one record, then remove keys it made garbage (chunks of an
+    /// older, larger value: unreferenced once the record is in, so removing
+    /// them needs no atomicity with it).
+    Insert {
+        key: Vec<u8>,
+        record: Vec<u8>,
+        garbage: std::ops::Range<u32>,
+        chunks_of: String,
+    },
+    /// Several keys that must change atomically (a chunked value).
+    Batch(sled::Batch),
+}
+
+impl Write {
+    fn apply(self, db: &sled::Db) -> Result<(), StorageError> {
+        match self {
+            Write::Insert {
+                key,
+                record,
+                garbage,
+                chunks_of,
+            } => {
+                db.insert(key, record)?;
+                for i in garbage {
+                    db.remove(codec::chunk_key(&chunks_of, i))?;
+                }
+            }
+            Write::Batch(batch) => db.apply_batch(batch)?,
+        }
+        Ok(())
+    }
+}
 
 /// Writes waiting for the sync thread.
 struct Commit {
@@ -69,7 +106,7 @@ impl Commit {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(sled::Batch, Done)>,
+    pending: Vec<(Write, Done)>,
     stop: bool,
 }
 
@@ -82,12 +119,15 @@ impl SledStorage {
             .path(dir)
             .cache_capacity(128 * 1024 * 1024)
             .open()?;
-        match db.get(FORMAT_KEY)? {
-            None => {
+        match db.get(FORMAT_KEY)?.as_deref() {
+            Some([FORMAT_VERSION]) => {}
+            // New, or an older format this release reads: stamp the current
+            // one, so that an older release refuses the directory instead of
+            // misreading records it does not know.
+            None | Some([OLDEST_READABLE..=FORMAT_VERSION]) => {
                 db.insert(FORMAT_KEY, &[FORMAT_VERSION])?;
                 db.flush()?;
             }
-            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
             Some(v) => {
                 return Err(StorageError::Version {
                     found: v.first().copied().unwrap_or(0),
@@ -124,7 +164,7 @@ impl SledStorage {
     /// Hands `batch` to the sync thread and waits until it is applied and
     /// durable. The async caller never blocks a runtime thread on sled's
     /// flush or on the disk.
-    async fn commit(&self, batch: sled::Batch) -> Result<(), StorageError> {
+    async fn commit(&self, write: Write) -> Result<(), StorageError> {
         self.commit.check()?;
         let (done, result) = oneshot::channel();
         {
@@ -132,7 +172,7 @@ impl SledStorage {
             if queue.stop {
                 return Err(StorageError::Io("storage is closed".into()));
             }
-            queue.pending.push((batch, done));
+            queue.pending.push((write, done));
         }
         self.commit.cond.notify_one();
         result
@@ -166,14 +206,18 @@ impl Storage for SledStorage {
         let Some(raw) = self.db.get(codec::header_key(key))? else {
             return Ok(State::default());
         };
-        let header = Header::decode(&raw)?;
+        let (header, inline) = Header::decode(&raw)?;
         let accepted = match header.vote {
             None => None,
             Some(ballot) => Some(Accepted {
                 ballot,
                 value: Value {
                     writer: header.writer,
-                    bytes: self.read_value(key, &header)?,
+                    bytes: if header.inline {
+                        Bytes::copy_from_slice(inline)
+                    } else {
+                        self.read_value(key, &header)?
+                    },
                 },
             }),
         };
@@ -185,8 +229,9 @@ impl Storage for SledStorage {
     }
 
     async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
-        let value_len = match &state.accepted {
-            Some(a) => u32::try_from(a.value.bytes.len())
+        let value = state.accepted.as_ref().map(|a| &a.value.bytes);
+        let value_len = match value {
+            Some(v) => u32::try_from(v.len())
                 .map_err(|_| StorageError::Io("value larger than 4 GiB".into()))?,
             None => 0,
         };
@@ -196,29 +241,55 @@ impl Storage for SledStorage {
             decided: state.decided,
             writer: state.accepted.as_ref().map_or(0, |a| a.value.writer),
             value_len,
+            inline: value.is_some_and(|v| v.len() <= CHUNK),
         };
         let old = match self.db.get(codec::header_key(key))? {
-            Some(raw) => Some(Header::decode(&raw)?),
+            Some(raw) => Some(Header::decode(&raw)?.0),
             None => None,
         };
-        let mut batch = sled::Batch::default();
-        // One ballot carries one value, so the same vote ballot and length
-        // means the chunks on disk are already this value.
-        let same_value = old.is_some_and(|o| {
-            o.vote == header.vote && o.writer == header.writer && o.value_len == header.value_len
-        });
-        if !same_value {
-            if let Some(a) = &state.accepted {
-                for (i, chunk) in a.value.bytes.chunks(CHUNK).enumerate() {
-                    batch.insert(codec::chunk_key(key, i as u32), chunk);
-                }
-            }
-            for i in header.chunks()..old.map_or(0, |o| o.chunks()) {
-                batch.remove(codec::chunk_key(key, i));
-            }
+        let old_chunks = old.map_or(0, |o| o.chunks());
+        if header.inline || header.vote.is_none() {
+            let inline = if header.inline {
+                &value.expect("inline")[..]
+            } else {
+                &[]
+            };
+            return self
+                .commit(Write::Insert {
+                    key: codec::header_key(key),
+                    record: header.encode(inline),
+                    garbage: 0..old_chunks,
+                    chunks_of: key.to_owned(),
+                })
+                .await;
         }
-        batch.insert(codec::header_key(key), &header.encode()[..]);
-        self.commit(batch).await
+        // One ballot carries one value, so the same vote ballot, writer and
+        // length in chunks means the chunks on disk are already this value.
+        let same_value = old.is_some_and(|o| {
+            o.vote == header.vote
+                && o.writer == header.writer
+                && o.value_len == header.value_len
+                && !o.inline
+        });
+        if same_value {
+            return self
+                .commit(Write::Insert {
+                    key: codec::header_key(key),
+                    record: header.encode(&[]),
+                    garbage: 0..0,
+                    chunks_of: String::new(),
+                })
+                .await;
+        }
+        let mut batch = sled::Batch::default();
+        for (i, chunk) in value.expect("a vote").chunks(CHUNK).enumerate() {
+            batch.insert(codec::chunk_key(key, i as u32), chunk);
+        }
+        for i in header.chunks()..old_chunks {
+            batch.remove(codec::chunk_key(key, i));
+        }
+        batch.insert(codec::header_key(key), header.encode(&[]));
+        self.commit(Write::Batch(batch)).await
     }
 
     fn load_round_mark(&self) -> Result<u64, StorageError> {
@@ -235,9 +306,13 @@ impl Storage for SledStorage {
     }
 
     async fn store_round_mark(&self, mark: u64) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(ROUND_KEY, &mark.to_be_bytes()[..]);
-        self.commit(batch).await
+        self.commit(Write::Insert {
+            key: ROUND_KEY.to_vec(),
+            record: mark.to_be_bytes().to_vec(),
+            garbage: 0..0,
+            chunks_of: String::new(),
+        })
+        .await
     }
 
     fn flush(&self) -> Result<(), StorageError> {
@@ -290,7 +365,7 @@ impl Syncer {
             };
             let applied: Vec<(Result<(), StorageError>, Done)> = pending
                 .into_iter()
-                .map(|(batch, done)| (self.db.apply_batch(batch).map_err(StorageError::from), done))
+                .map(|(write, done)| (write.apply(&self.db), done))
                 .collect();
             let synced = self.sync();
             self.commit.syncs.fetch_add(1, Ordering::Relaxed);
