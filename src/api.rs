@@ -17,9 +17,13 @@ use serde_json::json;
 
 use crate::key::{parse_key, validate_key, KeyError};
 use crate::node::{Node, NodeError, PutOutcome};
+use crate::paxos::{Members, NodeId};
 use crate::server::ConnectionStats;
 use crate::storage::Storage;
-use crate::transport::wire::{Op, PeerRequest, PeerResponse};
+use crate::transport::wire::{
+    Base64, BatchReply, BatchResponse, Op, PeerBatch, PeerRequest, PeerResponse, BATCH_VALUE_BYTES,
+    MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+};
 use crate::transport::Transport;
 
 /// Everything the handlers share.
@@ -120,6 +124,14 @@ impl IntoResponse for ApiError {
 /// A peer message carries at most one value, base64-encoded, plus JSON.
 fn peer_body_limit(max_value_bytes: usize) -> usize {
     max_value_bytes.div_ceil(3) * 4 + 64 * 1024
+}
+
+/// A batch carries values of up to [`BATCH_VALUE_BYTES`] in all (or one
+/// larger value), base64-encoded, plus JSON of up to
+/// [`MAX_BATCH_MESSAGES`] messages with keys of up to 1024 bytes (twice that
+/// when every character is escaped).
+fn batch_body_limit(max_value_bytes: usize) -> usize {
+    peer_body_limit(max_value_bytes.max(BATCH_VALUE_BYTES)) + MAX_BATCH_MESSAGES * 2304
 }
 
 /// The router of one node.
@@ -262,7 +274,7 @@ async fn peer<S: Storage, T: Transport>(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<PeerResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     if !authorized(state.token.as_deref(), &headers) {
         return Err(ApiError::Unauthorized);
     }
@@ -271,6 +283,11 @@ async fn peer<S: Storage, T: Transport>(
         "accept" => Op::Accept,
         "read" => Op::Read,
         "decide" => Op::Decide,
+        "batch" => {
+            return peer_batch(&state, body)
+                .await
+                .map(IntoResponse::into_response)
+        }
         _ => return Err(ApiError::NoRoute),
     };
     let body = read_body(
@@ -282,25 +299,87 @@ async fn peer<S: Storage, T: Transport>(
     let message: PeerRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
     let node = &state.node;
-    if !node.members().contains(message.from) {
-        return Err(ApiError::BadPeerMessage(format!(
-            "node {} is not a member of this cluster",
-            message.from
-        )));
-    }
-    validate_key(&message.key).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
-    if let Some(value) = &message.value {
-        if value.0.len() > state.max_value_bytes {
-            return Err(ApiError::TooLarge(state.max_value_bytes));
-        }
-    }
+    check_sender(node.members(), message.from)?;
+    check_message(&state, &message.key, message.value.as_ref())?;
     let key = message.key.clone();
     let request = message.into_request(op).map_err(ApiError::BadPeerMessage)?;
     let reply = node
         .handle_acceptor(&key, request)
         .await
         .map_err(NodeError::from)?;
-    Ok(Json(PeerResponse::new(node.id(), reply)))
+    Ok(Json(PeerResponse::new(node.id(), reply)).into_response())
+}
+
+/// `/v1/paxos/batch`: every message is checked before any is applied, so a
+/// malformed batch changes nothing (400); then all run concurrently and the
+/// reply lists each acceptor's answer in order.
+async fn peer_batch<S: Storage, T: Transport>(
+    state: &AppState<S, T>,
+    body: Body,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let body = read_body(
+        body,
+        batch_body_limit(state.max_value_bytes),
+        state.body_timeout,
+    )
+    .await?;
+    let batch: PeerBatch =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
+    let node = &state.node;
+    check_sender(node.members(), batch.from)?;
+    if batch.messages.len() > MAX_BATCH_MESSAGES {
+        return Err(ApiError::BadPeerMessage(format!(
+            "a batch of {} messages is over the limit of {MAX_BATCH_MESSAGES}",
+            batch.messages.len()
+        )));
+    }
+    let mut requests = Vec::with_capacity(batch.messages.len());
+    for message in batch.messages {
+        check_message(state, &message.key, message.value.as_ref())?;
+        requests.push(
+            message
+                .into_request(batch.version)
+                .map_err(ApiError::BadPeerMessage)?,
+        );
+    }
+    let replies = node
+        .handle_acceptor_batch(requests)
+        .await
+        .into_iter()
+        .map(|reply| match reply {
+            Ok(reply) => BatchReply::Ok(PeerResponse::new(node.id(), reply).reply),
+            Err(e) => BatchReply::Error(e.to_string()),
+        })
+        .collect();
+    Ok(Json(BatchResponse {
+        version: PROTOCOL_VERSION,
+        from: node.id(),
+        replies,
+    }))
+}
+
+fn check_sender(members: &Members, from: NodeId) -> Result<(), ApiError> {
+    if members.contains(from) {
+        Ok(())
+    } else {
+        Err(ApiError::BadPeerMessage(format!(
+            "node {from} is not a member of this cluster"
+        )))
+    }
+}
+
+fn check_message<S: Storage, T: Transport>(
+    state: &AppState<S, T>,
+    key: &str,
+    value: Option<&Base64>,
+) -> Result<(), ApiError> {
+    validate_key(key).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
+    match value {
+        Some(value) if value.0.len() > state.max_value_bytes => {
+            Err(ApiError::TooLarge(state.max_value_bytes))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -211,6 +211,31 @@ impl<S: Storage, T: Transport> Node<S, T> {
             .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))?
     }
 
+    /// [`Node::handle_acceptor`] for many requests at once (a peer's
+    /// batch): they run concurrently, so their writes share group commits;
+    /// the replies come back in order.
+    pub async fn handle_acceptor_batch(
+        self: &Arc<Self>,
+        requests: Vec<(String, Request<Value>)>,
+    ) -> Vec<Result<Reply8, StorageError>> {
+        let steps: Vec<_> = requests
+            .into_iter()
+            .map(|(key, request)| {
+                let node = self.clone();
+                tokio::spawn(async move { node.acceptor_step(&key, request).await })
+            })
+            .collect();
+        let mut replies = Vec::with_capacity(steps.len());
+        for step in steps {
+            replies.push(
+                step.await
+                    .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))
+                    .and_then(|r| r),
+            );
+        }
+        replies
+    }
+
     async fn acceptor_step(
         &self,
         key: &str,

@@ -825,6 +825,115 @@ async fn peer_routes_refuse_unauthenticated_and_malformed_messages() {
     c.shutdown().await;
 }
 
+/// The batch route nodes use between themselves (src/transport/wire.rs):
+/// one reply per message in order; the same refusals as the single routes;
+/// and a batch with one bad message changes nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_batches_answer_in_order_and_bad_batches_change_nothing() {
+    let c = Cluster::start(Options::default()).await;
+    let token = c.token();
+    let message = |op: &str, key: &str, round: u64, value: Option<&[u8]>| {
+        let mut m = json!({ "op": op, "key": key });
+        if round > 0 {
+            m["ballot"] = json!({ "round": round, "node": 2 });
+        }
+        if let Some(v) = value {
+            m["value"] = json!(STANDARD.encode(v));
+            m["writer"] = json!(5);
+        }
+        m
+    };
+    let batch = |messages: Vec<Json>| {
+        json!({ "version": 1, "from": 2, "messages": messages })
+            .to_string()
+            .into_bytes()
+    };
+
+    // Refused whole: no token, a wrong one, one malformed message among good
+    // ones, too many messages, another protocol version.
+    let good = || {
+        vec![
+            message("prepare", "b/one", 5, None),
+            message("accept", "b/two", 5, Some(b"x")),
+        ]
+    };
+    let a = peer(&c, 1, "batch", None, batch(good())).await;
+    assert_json_error(&a, 401, "batch without a token");
+    let a = peer(&c, 1, "batch", Some("wrong"), batch(good())).await;
+    assert_json_error(&a, 401, "batch with a wrong token");
+    let mut bad = good();
+    bad.push(message("accept", "b/three", 5, None));
+    let a = peer(&c, 1, "batch", token, batch(bad)).await;
+    assert_json_error(&a, 400, "a batch with an accept without a value");
+    let mut bad = good();
+    bad.push(message("prepare", "bad\u{1}key", 5, None));
+    let a = peer(&c, 1, "batch", token, batch(bad)).await;
+    assert_json_error(&a, 400, "a batch with a control character in a key");
+    let many: Vec<Json> = (0..257)
+        .map(|i| message("read", &format!("b/{i}"), 0, None))
+        .collect();
+    let a = peer(&c, 1, "batch", token, batch(many)).await;
+    assert_json_error(&a, 400, "257 messages");
+    let mut v2 = json!({ "version": 2, "from": 2, "messages": good() });
+    let a = peer(&c, 1, "batch", token, v2.to_string().into()).await;
+    assert_json_error(&a, 400, "protocol version 2");
+    v2["version"] = json!(1);
+    v2["from"] = json!(99);
+    let a = peer(&c, 1, "batch", token, v2.to_string().into()).await;
+    assert_json_error(&a, 400, "a non-member sender");
+    for key in ["b/one", "b/two"] {
+        let vote = vote_on(&c, 1, key).await;
+        assert_eq!(vote["accepted"], Json::Null, "{key} untouched: {vote}");
+    }
+
+    // Accepted: replies in order, one per message, each the acceptor's own.
+    // (Messages of one batch run concurrently, as separate requests would:
+    // the promise that the rejection below needs is made by an earlier batch.)
+    let replies = |a: &Answer| {
+        assert_eq!(a.status, 200, "{}", a.text());
+        let replies = a.json()["replies"].clone();
+        let types: Vec<String> = replies
+            .as_array()
+            .expect("replies")
+            .iter()
+            .map(|r| r["ok"]["type"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        (types, replies)
+    };
+    let first = peer(
+        &c,
+        1,
+        "batch",
+        token,
+        batch(vec![message("prepare", "b/one", 5, None)]),
+    )
+    .await;
+    assert_eq!(replies(&first).0, ["promise"]);
+    let second = peer(
+        &c,
+        1,
+        "batch",
+        token,
+        batch(vec![
+            message("accept", "b/two", 5, Some(b"x")),
+            message("prepare", "b/one", 4, None),
+            message("read", "b/three", 0, None),
+            message("prepare", "b/four", 1, None),
+        ]),
+    )
+    .await;
+    let (types, all) = replies(&second);
+    assert_eq!(types, ["accepted", "rejected", "vote", "promise"], "{all}");
+    assert_eq!(all[1]["ok"]["promised"]["round"], json!(5), "{all}");
+    let vote = vote_on(&c, 1, "b/two").await;
+    assert_eq!(
+        vote["accepted"]["value"],
+        json!(STANDARD.encode(b"x")),
+        "{vote}"
+    );
+    c.shutdown().await;
+}
+
 /// API.md "Errors" for what is not in the tables: unknown routes are 404 and
 /// wrong methods 405, both as JSON errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,22 +1,58 @@
 //! The production [`Transport`]: JSON over HTTP(S) with reqwest.
+//!
+//! Calls to one peer are batched: each peer has a sender task that takes
+//! every call queued for that peer and POSTs them together to
+//! `/v1/paxos/batch`, with up to [`IN_FLIGHT`] batches outstanding. No timer
+//! holds a call back: an idle link sends a call at once, alone; a busy one
+//! sends whatever queued while its batches were in flight. Under load one
+//! HTTP exchange then carries many keys, and the peer's acceptor makes them
+//! all durable in one group commit.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::value::Value;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::wire::{Op, PeerRequest, PeerResponse};
+use super::wire::{
+    BatchMessage, BatchResponse, PeerBatch, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+};
 use super::{Transport, TransportError};
 use crate::paxos::{NodeId, Reply, Request};
 
-/// Calls peers' `/v1/paxos/...` routes over pooled keep-alive connections.
-pub struct HttpTransport {
+/// Batches in flight to one peer at a time.
+pub const IN_FLIGHT: usize = 4;
+
+type CallResult = Result<Reply<Value>, TransportError>;
+
+/// A call waiting for its batch.
+struct Queued {
+    message: BatchMessage,
+    done: oneshot::Sender<CallResult>,
+}
+
+/// What the sender tasks share.
+struct Shared {
     me: NodeId,
     client: reqwest::Client,
-    /// Per peer: the URL of each route, built once.
-    routes: BTreeMap<NodeId, [reqwest::Url; 4]>,
     auth: Option<HeaderValue>,
+}
+
+/// One peer: its batch URL and, once the first call starts it, the queue of
+/// its sender task.
+struct Link {
+    peer: NodeId,
+    url: reqwest::Url,
+    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+}
+
+/// Calls peers' `/v1/paxos/batch` route over pooled keep-alive connections.
+pub struct HttpTransport {
+    shared: Arc<Shared>,
+    links: BTreeMap<NodeId, Link>,
+    timeout: Duration,
 }
 
 impl HttpTransport {
@@ -32,25 +68,23 @@ impl HttpTransport {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(IN_FLIGHT * 4)
             .tcp_nodelay(true)
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let mut routes = BTreeMap::new();
+        let mut links = BTreeMap::new();
         for (&id, base) in peers {
-            let route = |op: Op| {
-                base.join(&format!("v1/paxos/{}", op.name()))
-                    .map_err(|e| format!("bad URL for node {id}: {e}"))
-            };
-            routes.insert(
+            let url = base
+                .join("v1/paxos/batch")
+                .map_err(|e| format!("bad URL for node {id}: {e}"))?;
+            links.insert(
                 id,
-                [
-                    route(Op::Prepare)?,
-                    route(Op::Accept)?,
-                    route(Op::Read)?,
-                    route(Op::Decide)?,
-                ],
+                Link {
+                    peer: id,
+                    url,
+                    queue: OnceLock::new(),
+                },
             );
         }
         let auth = token
@@ -58,56 +92,150 @@ impl HttpTransport {
             .transpose()
             .map_err(|_| "the cluster token must be printable ASCII".to_string())?;
         Ok(HttpTransport {
-            me,
-            client,
-            routes,
-            auth,
+            shared: Arc::new(Shared { me, client, auth }),
+            links,
+            timeout,
         })
     }
 }
 
 impl Transport for HttpTransport {
-    async fn call(
-        &self,
-        to: NodeId,
-        key: &str,
-        request: Request<Value>,
-    ) -> Result<Reply<Value>, TransportError> {
-        let urls = self
-            .routes
-            .get(&to)
-            .ok_or(TransportError::UnknownPeer(to))?;
-        let op = Op::of(&request);
-        let url = urls[op as usize].clone();
-        let body = PeerRequest::new(self.me, key, request);
-        let mut builder = self.client.post(url).json(&body);
-        if let Some(auth) = &self.auth {
-            builder = builder.header(AUTHORIZATION, auth.clone());
+    async fn call(&self, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
+        let link = self.links.get(&to).ok_or(TransportError::UnknownPeer(to))?;
+        let queue = link.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_batches(
+                self.shared.clone(),
+                link.peer,
+                link.url.clone(),
+                rx,
+            ));
+            tx
+        });
+        let (done, reply) = oneshot::channel();
+        let message = BatchMessage::new(key, request);
+        queue
+            .send(Queued { message, done })
+            .map_err(|_| TransportError::Unreachable("the peer link is closed".into()))?;
+        match tokio::time::timeout(self.timeout, reply).await {
+            Err(_) => Err(TransportError::Timeout),
+            Ok(Err(_)) => Err(TransportError::Unreachable("the peer link closed".into())),
+            Ok(Ok(result)) => result,
         }
-        let response = builder.send().await.map_err(classify)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(TransportError::Status {
-                status: status.as_u16(),
-                body,
-            });
-        }
-        let reply: PeerResponse = response.json().await.map_err(|e| {
-            if e.is_timeout() {
-                TransportError::Timeout
-            } else {
-                TransportError::Protocol(e.to_string())
-            }
-        })?;
-        if reply.from != to {
-            return Err(TransportError::Protocol(format!(
-                "expected node {to}, node {} answered (check --peers)",
-                reply.from
-            )));
-        }
-        reply.into_reply().map_err(TransportError::Protocol)
     }
+}
+
+/// The sender task of one peer link: ends when the transport is dropped.
+async fn send_batches(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    url: reqwest::Url,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        // Wait for a free slot; calls queue up meanwhile and join this batch.
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut value_bytes = first.message.value_len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_MESSAGES {
+            let Ok(next) = queue.try_recv() else { break };
+            if value_bytes + next.message.value_len() > BATCH_VALUE_BYTES {
+                carried = Some(next);
+                break;
+            }
+            value_bytes += next.message.value_len();
+            batch.push(next);
+        }
+        // A caller that gave up (timed out) needs no message.
+        batch.retain(|q| !q.done.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        tokio::spawn(send_batch(shared.clone(), peer, url.clone(), batch, permit));
+    }
+}
+
+async fn send_batch(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    url: reqwest::Url,
+    batch: Vec<Queued>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (messages, waiters): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|q| (q.message, q.done)).unzip();
+    let body = PeerBatch {
+        version: PROTOCOL_VERSION,
+        from: shared.me,
+        messages,
+    };
+    match exchange(&shared, peer, url, &body).await {
+        Ok(replies) => {
+            for (reply, done) in replies.into_iter().zip(waiters) {
+                let _ = done.send(reply);
+            }
+        }
+        Err(e) => {
+            for done in waiters {
+                let _ = done.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// One POST of a batch; the replies in order, or why there are none.
+async fn exchange(
+    shared: &Shared,
+    peer: NodeId,
+    url: reqwest::Url,
+    body: &PeerBatch,
+) -> Result<Vec<CallResult>, TransportError> {
+    let mut builder = shared.client.post(url).json(body);
+    if let Some(auth) = &shared.auth {
+        builder = builder.header(AUTHORIZATION, auth.clone());
+    }
+    let response = builder.send().await.map_err(classify)?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(TransportError::Status {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    let reply: BatchResponse = response.json().await.map_err(|e| {
+        if e.is_timeout() {
+            TransportError::Timeout
+        } else {
+            TransportError::Protocol(e.to_string())
+        }
+    })?;
+    if reply.from != peer {
+        return Err(TransportError::Protocol(format!(
+            "expected node {peer}, node {} answered (check --peers)",
+            reply.from
+        )));
+    }
+    let replies = reply
+        .into_replies(body.messages.len())
+        .map_err(TransportError::Protocol)?;
+    Ok(replies
+        .into_iter()
+        .map(|r| r.map_err(|body| TransportError::Status { status: 500, body }))
+        .collect())
 }
 
 fn classify(e: reqwest::Error) -> TransportError {

@@ -2,6 +2,10 @@
 //!
 //! Requests are POSTed to `/v1/paxos/{prepare,accept,read,decide}` with a
 //! [`PeerRequest`] body; the acceptor answers 200 with a [`PeerResponse`].
+//! Nodes send each other [`PeerBatch`]es on `/v1/paxos/batch`: many
+//! messages (for any keys) in one request, answered by a [`BatchResponse`]
+//! with one reply per message, in order. Batching is how a node keeps up
+//! under load: one HTTP exchange and one group commit serve many keys.
 //! Values travel as standard base64, with the id of the PUT that proposed
 //! them (`writer`). A message with another `version` is
 //! refused with 400 instead of being misread (DESIGN.md invariant 7).
@@ -44,7 +48,8 @@ impl<'de> Deserialize<'de> for Base64 {
 }
 
 /// The four acceptor operations, one route each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Phase 1a.
     Prepare,
@@ -159,6 +164,138 @@ impl PeerRequest {
                 value: value()?,
             },
         })
+    }
+}
+
+/// Most messages in one [`PeerBatch`].
+pub const MAX_BATCH_MESSAGES: usize = 256;
+
+/// A sender closes a batch before its values pass this many bytes (a batch
+/// of one message may carry a larger value).
+pub const BATCH_VALUE_BYTES: usize = 1 << 20;
+
+/// Body of `/v1/paxos/batch`: messages for any keys, from one node.
+///
+/// ```json
+/// {"version":1,"from":2,"messages":[{"op":"prepare","key":"a","ballot":{"round":7,"node":2}}]}
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerBatch {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The sending node.
+    pub from: NodeId,
+    /// At most [`MAX_BATCH_MESSAGES`].
+    pub messages: Vec<BatchMessage>,
+}
+
+/// One message of a [`PeerBatch`]: a [`PeerRequest`] with its operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchMessage {
+    /// Which acceptor operation.
+    pub op: Op,
+    /// The register.
+    pub key: String,
+    /// As in [`PeerRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ballot: Option<Ballot>,
+    /// As in [`PeerRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Base64>,
+    /// As in [`PeerRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<u64>,
+}
+
+impl BatchMessage {
+    /// Encodes `request` for `key`.
+    pub fn new(key: &str, request: Request<Value>) -> Self {
+        let op = Op::of(&request);
+        let PeerRequest {
+            key,
+            ballot,
+            value,
+            writer,
+            ..
+        } = PeerRequest::new(0, key, request);
+        BatchMessage {
+            op,
+            key,
+            ballot,
+            value,
+            writer,
+        }
+    }
+
+    /// The value bytes this message carries.
+    pub fn value_len(&self) -> usize {
+        self.value.as_ref().map_or(0, |v| v.0.len())
+    }
+
+    /// Decodes the request, with the checks of [`PeerRequest::into_request`].
+    pub fn into_request(self, version: u32) -> Result<(String, Request<Value>), String> {
+        let op = self.op;
+        let single = PeerRequest {
+            version,
+            from: 0,
+            key: self.key,
+            ballot: self.ballot,
+            value: self.value,
+            writer: self.writer,
+        };
+        let key = single.key.clone();
+        Ok((key, single.into_request(op)?))
+    }
+}
+
+/// Body of the answer to a [`PeerBatch`]: one entry per message, in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchResponse {
+    /// [`PROTOCOL_VERSION`] of the acceptor.
+    pub version: u32,
+    /// The answering node.
+    pub from: NodeId,
+    /// The acceptor's answer to each message, or why it has none.
+    pub replies: Vec<BatchReply>,
+}
+
+/// The answer to one message of a batch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchReply {
+    /// The acceptor answered (after its new state was durable).
+    Ok(WireReply),
+    /// The acceptor could not act (its storage failed): no answer.
+    Error(String),
+}
+
+impl BatchResponse {
+    /// Decodes the replies, refusing another protocol version or a count
+    /// that does not match the `sent` messages.
+    pub fn into_replies(self, sent: usize) -> Result<Vec<Result<Reply<Value>, String>>, String> {
+        if self.replies.len() != sent {
+            return Err(format!(
+                "{} replies to a batch of {sent} messages",
+                self.replies.len()
+            ));
+        }
+        let (version, from) = (self.version, self.from);
+        self.replies
+            .into_iter()
+            .map(|reply| match reply {
+                BatchReply::Ok(reply) => PeerResponse {
+                    version,
+                    from,
+                    reply,
+                }
+                .into_reply()
+                .map(Ok),
+                BatchReply::Error(e) => Ok(Err(e)),
+            })
+            .collect()
     }
 }
 
