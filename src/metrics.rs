@@ -26,6 +26,10 @@ pub struct Metrics {
     pub rounds: AtomicU64,
     /// Rounds preempted by a higher ballot.
     pub preempted: AtomicU64,
+    /// PUTs that tried the fast ballot (phase 2 without phase 1).
+    pub fast_rounds: AtomicU64,
+    /// Fast attempts that could not finish and went on with classic rounds.
+    pub fast_fallbacks: AtomicU64,
     /// Acceptor requests handled, from peers or from this node.
     pub acceptor_requests: AtomicU64,
     /// Peer calls that failed (unreachable, timeout, error status).
@@ -89,6 +93,15 @@ impl Metrics {
             "Proposer rounds preempted by a higher ballot.",
             "counter",
             &[("", get(&self.preempted))],
+        );
+        family(
+            "paxos_kv_fast_rounds_total",
+            "PUTs that tried the fast ballot, and those that fell back to classic rounds.",
+            "counter",
+            &[
+                ("{outcome=\"tried\"}", get(&self.fast_rounds)),
+                ("{outcome=\"fell_back\"}", get(&self.fast_fallbacks)),
+            ],
         );
         family(
             "paxos_kv_acceptor_requests_total",

@@ -35,6 +35,11 @@ pub struct Timing {
     pub backoff_base: Duration,
     /// Ceiling of the backoff.
     pub backoff_max: Duration,
+    /// A PUT tries the fast ballot first only while every peer answered
+    /// within this long (the server's heartbeat keeps it fresh); otherwise
+    /// a fast attempt could not gather every member and would only add a
+    /// wait before the classic round.
+    pub fast_path_window: Duration,
 }
 
 impl Default for Timing {
@@ -44,6 +49,7 @@ impl Default for Timing {
             straggler_wait: Duration::from_millis(50),
             backoff_base: Duration::from_millis(2),
             backoff_max: Duration::from_millis(200),
+            fast_path_window: Duration::from_secs(3),
         }
     }
 }
@@ -384,6 +390,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
         deadline: Instant,
     ) -> Result<Finished, NodeError> {
         let key: Arc<str> = Arc::from(key);
+        if let Some(value) = own.as_ref().filter(|_| self.every_peer_answered_lately()) {
+            if let Some(chosen) = self.fast_round(&key, value.clone(), deadline).await? {
+                return Ok(Finished::Chosen(chosen));
+            }
+        }
         let mut seen_round = 0u64;
         for attempt in 0u32.. {
             if attempt > 0 {
@@ -425,6 +436,62 @@ impl<S: Storage, T: Transport> Node<S, T> {
             }
         }
         unreachable!("the attempt counter does not run out before the deadline")
+    }
+
+    /// One attempt in the fast ballot: `value` straight to phase 2 at every
+    /// member. `Some` when every member accepted it (or one knew the chosen
+    /// value); `None` when the attempt cannot succeed (a refusal, an
+    /// unreachable member, or a member still silent a straggler wait after
+    /// the rest accepted): the caller goes on with classic rounds at once,
+    /// whose phase 1 finds whatever fast votes were cast.
+    async fn fast_round(
+        self: &Arc<Self>,
+        key: &Arc<str>,
+        value: Value,
+        deadline: Instant,
+    ) -> Result<Option<Value>, NodeError> {
+        inc(&self.metrics.fast_rounds);
+        let (mut round, accept) = Round::start_fast(self.members.clone(), value);
+        let mut replies = self.broadcast(key, accept);
+        let mut accepted = 0usize;
+        let mut straggler_deadline: Option<Instant> = None;
+        loop {
+            let until = straggler_deadline.map_or(deadline, |s| s.min(deadline));
+            let progress = match tokio::time::timeout_at(until, replies.recv()).await {
+                Err(_) if Instant::now() >= deadline => return Err(NodeError::Unavailable),
+                Err(_) | Ok(None) => Progress::Stalled,
+                Ok(Some((from, Ok(reply)))) => {
+                    accepted += usize::from(matches!(reply, Reply::Accepted { .. }));
+                    round.on_reply(from, reply)
+                }
+                Ok(Some((from, Err(_)))) => round.on_unreachable(from),
+            };
+            match progress {
+                Progress::Wait => {
+                    if accepted >= self.members.quorum() && straggler_deadline.is_none() {
+                        straggler_deadline = Some(Instant::now() + self.timing.straggler_wait);
+                    }
+                }
+                Progress::Chosen { ballot, value, .. } => {
+                    self.announce(key, ballot, value.clone());
+                    return Ok(Some(value));
+                }
+                _ => {
+                    inc(&self.metrics.fast_fallbacks);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Whether every peer answered a call within the fast-path window.
+    fn every_peer_answered_lately(&self) -> bool {
+        let seen = self.last_seen.lock().expect("poisoned");
+        let window = self.timing.fast_path_window;
+        self.members
+            .iter()
+            .filter(|id| *id != self.id)
+            .all(|id| seen.get(&id).is_some_and(|at| at.elapsed() < window))
     }
 
     /// A ballot above every ballot this node used and above `seen_round`;

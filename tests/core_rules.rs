@@ -167,6 +167,43 @@ fn acceptor_cases() -> Vec<AcceptorCase> {
             request: Request::Prepare { ballot: Ballot::ZERO },
             expect: Now(Reply::Rejected { ballot: Ballot::ZERO, promised: Ballot::ZERO }),
         },
+        // ---- Accept in the fast ballot (Fast Paxos, round 0) ----
+        AcceptorCase {
+            claim: "Fast Paxos: a fresh acceptor votes for the first fast value it gets",
+            before: AcceptorState::default(),
+            request: Request::Accept { ballot: Ballot::FAST, value: "a" },
+            expect: Persist(
+                state(Ballot::FAST, Some((Ballot::FAST, "a")), false),
+                Reply::Accepted { ballot: Ballot::FAST },
+            ),
+        },
+        AcceptorCase {
+            claim: "Fast Paxos: one fast vote per acceptor: another fast value is refused",
+            before: state(Ballot::FAST, Some((Ballot::FAST, "a")), false),
+            request: Request::Accept { ballot: Ballot::FAST, value: "b" },
+            expect: Now(Reply::Rejected { ballot: Ballot::FAST, promised: Ballot::FAST }),
+        },
+        AcceptorCase {
+            claim: "Fast Paxos: a repeat of the acceptor's own fast vote is answered again, nothing written",
+            before: state(Ballot::FAST, Some((Ballot::FAST, "a")), false),
+            request: Request::Accept { ballot: Ballot::FAST, value: "a" },
+            expect: Now(Reply::Accepted { ballot: Ballot::FAST }),
+        },
+        AcceptorCase {
+            claim: "Fast Paxos / inv. 1: after any promise the fast ballot is below it and refused",
+            before: state(b(1, 1), None, false),
+            request: Request::Accept { ballot: Ballot::FAST, value: "a" },
+            expect: Now(Reply::Rejected { ballot: Ballot::FAST, promised: b(1, 1) }),
+        },
+        AcceptorCase {
+            claim: "Fast Paxos: a classic accept replaces a fast vote (b >= promised)",
+            before: state(Ballot::FAST, Some((Ballot::FAST, "a")), false),
+            request: Request::Accept { ballot: b(1, 2), value: "b" },
+            expect: Persist(
+                state(b(1, 2), Some((b(1, 2), "b")), false),
+                Reply::Accepted { ballot: b(1, 2) },
+            ),
+        },
         // ---- Accept (phase 2a -> 2b) ----
         AcceptorCase {
             claim: "PMS P1a: a fresh acceptor accepts (it promised nothing higher); the promise rises to b",
@@ -426,6 +463,12 @@ fn acceptor_step_violations(before: &AcceptorState<Val>, request: &Request<Val>)
                 *ballot >= before.promised,
                 "inv. 1: accept only if b >= promised",
             );
+            rule(
+                *ballot != Ballot::FAST
+                    || before.accepted.is_none()
+                    || before.accepted == Some(vote(Ballot::FAST, value)),
+                "Fast Paxos: one fast vote per acceptor, ever (a repeat of it is answered again)",
+            );
             let voted = AcceptorState {
                 promised: *ballot,
                 accepted: Some(vote(*ballot, value)),
@@ -460,9 +503,14 @@ fn acceptor_step_violations(before: &AcceptorState<Val>, request: &Request<Val>)
                 *promised == before.promised,
                 "a rejection carries the promise",
             );
+            let other_fast_vote = *asked == Ballot::FAST
+                && before.accepted.is_some()
+                && !matches!(request, Request::Accept { value, .. }
+                    if before.accepted == Some(vote(Ballot::FAST, value)));
             rule(
-                *asked < before.promised,
-                "inv. 1: reject an accept only if b < promised",
+                *asked < before.promised || other_fast_vote,
+                "inv. 1: reject an accept only if b < promised, or b is the fast ballot \
+                 and this acceptor already voted (for another value)",
             );
             rule(after.is_none(), "a rejection writes nothing");
         }
@@ -568,6 +616,52 @@ fn round_cases() -> Vec<RoundCase> {
     let m5 = vec![1, 2, 3, 4, 5];
     let mine = Some("mine");
     vec![
+        RoundCase {
+            claim: "Fast Paxos recovery: the whole promising majority voted fast for x: x may be chosen, propose it",
+            members: m3.clone(),
+            own: mine,
+            events: vec![
+                promise(1, RB, Some((Ballot::FAST, "x"))),
+                promise(2, RB, Some((Ballot::FAST, "x"))),
+            ],
+            expect: vec![Wait, send("x")],
+        },
+        RoundCase {
+            claim: "Fast Paxos recovery: fast votes differ in the majority: nothing was chosen fast, own value",
+            members: m3.clone(),
+            own: mine,
+            events: vec![
+                promise(1, RB, Some((Ballot::FAST, "x"))),
+                promise(2, RB, Some((Ballot::FAST, "y"))),
+                accepted(1, RB),
+                accepted(2, RB),
+            ],
+            expect: vec![Wait, send("mine"), Wait, chosen("mine", true)],
+        },
+        RoundCase {
+            claim: "Fast Paxos recovery: a promiser without a fast vote proves x was not chosen fast: own value",
+            members: m3.clone(),
+            own: mine,
+            events: vec![promise(1, RB, Some((Ballot::FAST, "x"))), promise(2, RB, None)],
+            expect: vec![Wait, send("mine")],
+        },
+        RoundCase {
+            claim: "Fast Paxos recovery without a value of its own: finish the instance with a fast value found",
+            members: m3.clone(),
+            own: None,
+            events: vec![promise(1, RB, Some((Ballot::FAST, "x"))), promise(2, RB, None)],
+            expect: vec![Wait, send("x")],
+        },
+        RoundCase {
+            claim: "inv. 3: a classic vote outranks fast votes, unanimous or not",
+            members: m3.clone(),
+            own: mine,
+            events: vec![
+                promise(1, RB, Some((Ballot::FAST, "x"))),
+                promise(2, RB, Some((b(1, 3), "y"))),
+            ],
+            expect: vec![Wait, send("y")],
+        },
         RoundCase {
             claim: "inv. 3 / PMS P2c: no promise carried a vote: phase 2 proposes the client's value, proposed = true",
             members: m3.clone(),
@@ -1039,6 +1133,32 @@ fn read_cases() -> Vec<ReadCase> {
             expect: vec![Wait, ch(b(3, 1), "d")],
         },
         ReadCase {
+            claim: "inv. 4, fast ballot: a majority of equal fast votes is NOT chosen (a fast value needs every member)",
+            members: m3.clone(),
+            events: vec![
+                V(1, Some((Ballot::FAST, "x"))),
+                V(2, Some((Ballot::FAST, "x"))),
+                GiveUp,
+            ],
+            expect: vec![Wait, Wait, Recover],
+        },
+        ReadCase {
+            claim: "inv. 4, fast ballot: every member reports the same fast vote: chosen",
+            members: m3.clone(),
+            events: vec![
+                V(1, Some((Ballot::FAST, "x"))),
+                V(2, Some((Ballot::FAST, "x"))),
+                V(3, Some((Ballot::FAST, "x"))),
+            ],
+            expect: vec![Wait, Wait, ch(Ballot::FAST, "x")],
+        },
+        ReadCase {
+            claim: "inv. 4, fast ballot: two different fast votes: no value can reach every member, Recover at once",
+            members: m3.clone(),
+            events: vec![V(1, Some((Ballot::FAST, "x"))), V(2, Some((Ballot::FAST, "y")))],
+            expect: vec![Wait, Recover],
+        },
+        ReadCase {
             claim: "GET step 5: give_up with a majority in hand and no conclusion: Recover",
             members: m3.clone(),
             events: vec![V(1, None), V(2, Some((b(1, 1), "a"))), GiveUp],
@@ -1407,6 +1527,8 @@ mod sim {
         pub empty_reports: u64,
         pub preempted: u64,
         pub recoveries: u64,
+        pub fast_writes: u64,
+        pub fast_chosen: u64,
         pub truly_chosen: bool,
     }
 
@@ -1417,6 +1539,9 @@ mod sim {
         agents: Vec<Agent>,
         /// Every vote ever cast (acknowledged with Accepted): ballot -> (value, voters).
         votes: BTreeMap<Ballot, (V, BTreeSet<NodeId>)>,
+        /// Every vote in the fast ballot, which may carry several values:
+        /// value -> voters. Chosen only with every acceptor's vote.
+        fast_votes: BTreeMap<V, BTreeSet<NodeId>>,
         /// The value a majority accepted in one ballot, once that happened.
         truth: Option<V>,
         pub stats: Stats,
@@ -1442,6 +1567,7 @@ mod sim {
                     })
                     .collect(),
                 votes: BTreeMap::new(),
+                fast_votes: BTreeMap::new(),
                 truth: None,
                 stats: Stats::default(),
                 trace: Vec::new(),
@@ -1464,8 +1590,12 @@ mod sim {
                     }
                     Ok(())
                 }
-                12 | 13 => {
+                12 => {
                     self.start_write(agent);
+                    Ok(())
+                }
+                13 => {
+                    self.start_fast_write(agent);
                     Ok(())
                 }
                 14 => {
@@ -1545,6 +1675,20 @@ mod sim {
             self.broadcast(agent, prepare);
         }
 
+        /// A write that tries the fast ballot: phase 2 at once, no phase 1.
+        fn start_fast_write(&mut self, agent: usize) {
+            let a = &mut self.agents[agent];
+            a.tag += 1;
+            let (round, accept) = Round::start_fast(Members::new(ACCEPTORS), a.value);
+            a.op = Op::Write(round);
+            self.stats.fast_writes += 1;
+            self.trace.push(format!(
+                "agent {agent} writes {} in the fast ballot",
+                a.value
+            ));
+            self.broadcast(agent, accept);
+        }
+
         fn start_read(&mut self, agent: usize) {
             let chosen_at_start = self.truth.is_some();
             let a = &mut self.agents[agent];
@@ -1621,6 +1765,14 @@ mod sim {
         }
 
         fn record_vote(&mut self, voter: NodeId, ballot: Ballot, value: V) -> Result<(), String> {
+            if ballot == Ballot::FAST {
+                let voters = self.fast_votes.entry(value).or_default();
+                voters.insert(voter);
+                if voters.len() == ACCEPTORS.len() {
+                    return self.set_truth(value, ballot);
+                }
+                return Ok(());
+            }
             let entry = self.votes.entry(ballot).or_insert((value, BTreeSet::new()));
             if entry.0 != value {
                 return Err(format!(
@@ -1630,17 +1782,22 @@ mod sim {
             }
             entry.1.insert(voter);
             if entry.1.len() >= QUORUM {
-                match self.truth {
-                    None => self.truth = Some(value),
-                    Some(t) if t != value => {
-                        return Err(format!(
-                            "AGREEMENT broken: {t} and {value} were both accepted by a majority \
-                             (ballot {ballot}); votes {:?}",
-                            self.votes
-                        ))
-                    }
-                    Some(_) => {}
+                return self.set_truth(value, ballot);
+            }
+            Ok(())
+        }
+
+        fn set_truth(&mut self, value: V, ballot: Ballot) -> Result<(), String> {
+            match self.truth {
+                None => self.truth = Some(value),
+                Some(t) if t != value => {
+                    return Err(format!(
+                        "AGREEMENT broken: {t} and {value} were both chosen (the latter in \
+                         ballot {ballot}); votes {:?}, fast votes {:?}",
+                        self.votes, self.fast_votes
+                    ))
                 }
+                Some(_) => {}
             }
             Ok(())
         }
@@ -1649,8 +1806,11 @@ mod sim {
         /// that very ballot (inv. 4), and the one value ever chosen.
         fn check_chosen(&mut self, agent: usize, ballot: Ballot, value: V) -> Result<(), String> {
             self.stats.chosen_reports += 1;
+            let fast_voters = self.fast_votes.get(&value).map_or(0, |v| v.len());
             match self.votes.get(&ballot) {
-                Some((v, voters)) if *v == value && voters.len() >= QUORUM => {}
+                _ if ballot == Ballot::FAST && fast_voters == ACCEPTORS.len() => {}
+                Some((v, voters))
+                    if ballot != Ballot::FAST && *v == value && voters.len() >= QUORUM => {}
                 other => {
                     return Err(format!(
                         "inv. 4 broken: agent {agent} reported {value} chosen in {ballot}, \
@@ -1663,6 +1823,9 @@ mod sim {
                     "AGREEMENT broken: agent {agent} reported {value}, truth is {:?}",
                     self.truth
                 ));
+            }
+            if ballot == Ballot::FAST {
+                self.stats.fast_chosen += 1;
             }
             self.agents[agent].learned = Some((ballot, value));
             self.trace
@@ -1883,7 +2046,7 @@ fn forgetful_acceptor(state: &AcceptorState<sim::V>, request: Request<sim::V>) -
 #[test]
 fn agreement_under_random_interleavings() {
     let cfg = seeded_config("agreement_under_random_interleavings", 3000);
-    let totals: [AtomicU64; 6] = Default::default();
+    let totals: [AtomicU64; 8] = Default::default();
     let mut runner = TestRunner::new(cfg);
     let result = runner.run(&schedules(), |(agents, schedule)| {
         let stats = sim::run(agents, &schedule, acceptor::handle).map_err(TestCaseError::fail)?;
@@ -1894,17 +2057,24 @@ fn agreement_under_random_interleavings() {
             stats.empty_reports,
             stats.preempted,
             stats.recoveries,
+            stats.fast_writes,
+            stats.fast_chosen,
         ]) {
             total.fetch_add(n, Ordering::Relaxed);
         }
         Ok(())
     });
     fail_on(result);
-    let [runs, chosen, created, empty, preempted, recoveries] =
+    let [runs, chosen, created, empty, preempted, recoveries, fast, fast_chosen] =
         totals.map(|t| t.load(Ordering::Relaxed));
     eprintln!(
         "agreement: {runs} schedules, {chosen} Chosen reports ({created} by proposing), \
-         {empty} Empty, {preempted} Preempted, {recoveries} recovery rounds"
+         {empty} Empty, {preempted} Preempted, {recoveries} recovery rounds, \
+         {fast} fast-ballot writes ({fast_chosen} Chosen reports in the fast ballot)"
+    );
+    assert!(
+        fast > 0 && fast_chosen > 0,
+        "the fast ballot was not exercised"
     );
     // The check must exercise the interesting paths, or it proves nothing.
     assert!(
@@ -1937,4 +2107,123 @@ fn agreement_check_catches_a_forgetful_acceptor() {
         }
         other => panic!("a forgetful acceptor went unnoticed: {other:?}"),
     }
+}
+
+/// Breaks the fast-ballot rule: votes again in the fast ballot for another
+/// value (a second fast vote), as if the fast ballot were an ordinary one.
+fn fast_revoting_acceptor(state: &AcceptorState<sim::V>, request: Request<sim::V>) -> Step<sim::V> {
+    match &request {
+        Request::Accept { ballot, .. }
+            if *ballot == Ballot::FAST && state.promised == Ballot::FAST && !state.decided =>
+        {
+            let unvoted = AcceptorState {
+                accepted: None,
+                ..state.clone()
+            };
+            acceptor::handle(&unvoted, request)
+        }
+        _ => acceptor::handle(state, request),
+    }
+}
+
+/// The agreement check sees the fast ballot's own rule: with an acceptor
+/// that casts a second fast vote for another value, two values get chosen.
+#[test]
+fn agreement_check_catches_a_second_fast_vote() {
+    let mut cfg = Config::with_cases(2000);
+    cfg.failure_persistence = None;
+    cfg.max_shrink_iters = 0;
+    let mut runner =
+        TestRunner::new_with_rng(cfg, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let result = runner.run(&schedules(), |(agents, schedule)| {
+        sim::run(agents, &schedule, fast_revoting_acceptor).map_err(TestCaseError::fail)?;
+        Ok(())
+    });
+    match result {
+        Err(TestError::Fail(reason, _)) => {
+            assert!(
+                reason.to_string().contains("broken"),
+                "unexpected failure: {reason}"
+            );
+        }
+        other => panic!("a second fast vote went unnoticed: {other:?}"),
+    }
+}
+
+/// The fast round (`Round::start_fast`), one row each: chosen only with
+/// every member's vote; any refusal or unreachable member ends it.
+#[test]
+fn fast_round_table() {
+    use Progress::{Preempted, Stalled, Wait};
+    let fast_chosen = |value| Progress::Chosen {
+        ballot: Ballot::FAST,
+        value,
+        proposed: true,
+    };
+    type Row = (&'static str, Vec<NodeId>, Vec<Ev>, Vec<Progress<Val>>);
+    let rows: Vec<Row> = vec![
+        (
+            "Fast Paxos: chosen only when every member accepted",
+            vec![1, 2, 3],
+            vec![
+                accepted(1, Ballot::FAST),
+                accepted(2, Ballot::FAST),
+                accepted(3, Ballot::FAST),
+            ],
+            vec![Wait, Wait, fast_chosen("mine")],
+        ),
+        (
+            "Fast Paxos: a majority of fast accepts is not enough; an unreachable member ends the round",
+            vec![1, 2, 3],
+            vec![accepted(1, Ballot::FAST), accepted(2, Ballot::FAST), Ev::Down(3)],
+            vec![Wait, Wait, Stalled],
+        ),
+        (
+            "Fast Paxos: a refusal for another fast value ends the round (Stalled: no higher promise)",
+            vec![1, 2, 3],
+            vec![rejected(2, Ballot::FAST, Ballot::FAST)],
+            vec![Stalled],
+        ),
+        (
+            "Fast Paxos: a refusal for a promise ends the round, Preempted above it",
+            vec![1, 2, 3],
+            vec![accepted(1, Ballot::FAST), rejected(3, Ballot::FAST, b(4, 2))],
+            vec![Wait, Preempted { seen: b(4, 2) }],
+        ),
+        (
+            "inv. 5: a Decided reply ends the fast round with the decided value",
+            vec![1, 2, 3],
+            vec![Ev::R(2, Reply::Decided { ballot: b(2, 2), value: "d" })],
+            vec![Progress::Chosen { ballot: b(2, 2), value: "d", proposed: false }],
+        ),
+        (
+            "a one-member cluster: its single vote is every vote",
+            vec![1],
+            vec![accepted(1, Ballot::FAST)],
+            vec![fast_chosen("mine")],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (claim, members, events, expect) in rows {
+        let (mut round, accept) = Round::start_fast(Members::new(members), "mine");
+        assert_eq!(
+            accept,
+            Request::Accept {
+                ballot: Ballot::FAST,
+                value: "mine"
+            },
+            "{claim}"
+        );
+        let got: Vec<Progress<Val>> = events
+            .iter()
+            .map(|ev| match ev.clone() {
+                Ev::R(from, reply) => round.on_reply(from, reply),
+                Ev::Down(from) => round.on_unreachable(from),
+            })
+            .collect();
+        if got != expect {
+            failures.push(format!("{claim}\n    want {expect:?}\n    got  {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -583,11 +583,12 @@ async fn restarted_node_never_reuses_a_ballot() {
             );
         }
     };
-    put1("ballot/a").await;
-    // Foreign promises force node 1's rounds up: within its first
-    // reservation block, then far past it.
+    // Foreign promises force node 1 into classic rounds (a fast-ballot PUT
+    // carries no ballot of node 1's; a promise makes the acceptors refuse
+    // it) and its rounds up: low, within its first reservation block, then
+    // far past it.
     let far = (3u64 << 20) + 7;
-    for (key, round) in [("ballot/b", 5_000u64), ("ballot/c", far)] {
+    for (key, round) in [("ballot/a", 1u64), ("ballot/b", 5_000), ("ballot/c", far)] {
         for id in [2, 3] {
             let reply = peer_ok(
                 &client,
@@ -619,6 +620,11 @@ async fn restarted_node_never_reuses_a_ballot() {
     cluster.node(1).start().await.unwrap();
     let mut after = Vec::new();
     for key in ["ballot/d", "ballot/e"] {
+        // A low foreign promise rules out the fast ballot, not the hint.
+        for id in [2, 3] {
+            let reply = peer_ok(&client, &cluster.url(id), "prepare", prepare(key, 3, 1, 3)).await;
+            assert_eq!(reply["type"], "promise", "{reply}");
+        }
         put1(key).await;
         let rounds = node1_rounds(&client, &cluster, key).await;
         assert!(

@@ -229,6 +229,8 @@ struct Cluster {
     liar: Option<NodeId>,
     slots: BTreeMap<NodeId, Slot>,
     crashes: u64,
+    /// Fast-ballot attempts and fallbacks, summed over dead incarnations.
+    fast: (u64, u64),
 }
 
 impl Cluster {
@@ -275,9 +277,13 @@ impl Cluster {
     /// in-flight client requests aborted; a forgetful disk loses its cache.
     fn crash(&mut self, id: NodeId) {
         let slot = self.slots.get_mut(&id).expect("a member");
-        if slot.node.take().is_none() {
+        let Some(node) = slot.node.take() else {
             return;
-        }
+        };
+        let m = node.metrics();
+        self.fast.0 += m.fast_rounds.load(Ordering::Relaxed);
+        self.fast.1 += m.fast_fallbacks.load(Ordering::Relaxed);
+        drop(node);
         self.crashes += 1;
         slot.alive.store(false, Ordering::SeqCst);
         self.net.unregister(id);
@@ -469,6 +475,8 @@ struct Run {
     /// traces saw the same network.
     trace: u64,
     crashes: u64,
+    /// Fast-ballot attempts, and those that fell back to classic rounds.
+    fast: (u64, u64),
     virtual_time: Duration,
 }
 
@@ -569,6 +577,7 @@ async fn simulate(seed: u64, defect: Defect) -> Run {
         liar: (defect == Defect::LyingAcceptor).then_some(1),
         slots,
         crashes: 0,
+        fast: (0, 0),
     }));
     for id in members.iter() {
         cluster.lock().unwrap().start(id, rng.random());
@@ -635,7 +644,7 @@ async fn simulate(seed: u64, defect: Defect) -> Run {
     } else {
         final_failure
     };
-    let crashes = {
+    let (crashes, fast) = {
         // Nodes and the network point at each other: break the cycle so the
         // run's memory is freed.
         let mut c = cluster.lock().unwrap();
@@ -643,7 +652,7 @@ async fn simulate(seed: u64, defect: Defect) -> Run {
         for id in members.iter() {
             c.crash(id);
         }
-        crashes
+        (crashes, c.fast)
     };
     Run {
         seed,
@@ -652,6 +661,7 @@ async fn simulate(seed: u64, defect: Defect) -> Run {
         failure,
         trace: trace.load(Ordering::SeqCst),
         crashes,
+        fast,
         virtual_time: rec.start.elapsed(),
     }
 }
@@ -870,6 +880,8 @@ struct Tally {
     not_found: u64,
     unknown: u64,
     crashes: u64,
+    fast_tried: u64,
+    fast_fell_back: u64,
     virtual_secs: f64,
 }
 
@@ -877,6 +889,8 @@ impl Tally {
     fn add(&mut self, run: &Run) {
         self.seeds += 1;
         self.crashes += run.crashes;
+        self.fast_tried += run.fast.0;
+        self.fast_fell_back += run.fast.1;
         self.virtual_secs += run.virtual_time.as_secs_f64();
         for op in &run.ops {
             self.ops += 1;
@@ -893,6 +907,8 @@ impl Tally {
 
     fn merge(&mut self, o: Tally) {
         self.seeds += o.seeds;
+        self.fast_tried += o.fast_tried;
+        self.fast_fell_back += o.fast_fell_back;
         self.ops += o.ops;
         self.created += o.created;
         self.already += o.already;
@@ -973,6 +989,8 @@ fn simulated_histories_are_linearizable() {
             ("not found", tally.not_found),
             ("unknown", tally.unknown),
             ("crashes", tally.crashes),
+            ("fast-ballot PUT", tally.fast_tried),
+            ("fast-ballot fallback", tally.fast_fell_back),
         ] {
             assert!(n > 0, "no {what} in {} seeds: {tally:?}", tally.seeds);
         }

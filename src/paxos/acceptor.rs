@@ -75,7 +75,9 @@ impl<V> Persist<V> {
 /// Applies one request to an acceptor's state (Paxos Made Simple, section 2.2,
 /// plus a decided flag):
 /// - `Prepare(b)`: promise iff `b > promised`, reporting the vote cast before.
-/// - `Accept(b, v)`: accept iff `b >= promised`.
+/// - `Accept(b, v)`: accept iff `b >= promised`; in the fast ballot
+///   ([`Ballot::FAST`]) only while nothing is promised and no other value has
+///   this acceptor's fast vote (one fast vote per acceptor, ever).
 /// - `Read`: report the vote; never changes state.
 /// - `Decide(b, v)`: record `v` as chosen; a decided register never changes.
 ///
@@ -119,6 +121,14 @@ pub fn handle<V: Clone + PartialEq>(state: &AcceptorState<V>, request: Request<V
             if ballot == state.promised && state.accepted.as_ref() == Some(&vote) {
                 // A duplicate of a vote already durable: answer again, write nothing.
                 return Step::Reply(Reply::Accepted { ballot });
+            }
+            if ballot == Ballot::FAST && state.accepted.is_some() {
+                // The fast ballot is the only one that can carry two values;
+                // this acceptor's single fast vote is already cast.
+                return Step::Reply(Reply::Rejected {
+                    ballot,
+                    promised: state.promised,
+                });
             }
             Step::Persist(Persist {
                 state: AcceptorState {

@@ -27,6 +27,16 @@ impl Ballot {
     /// Lower than any ballot a [`BallotClock`] hands out.
     pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
 
+    /// The fast ballot (Lamport, "Fast Paxos", 2006): round 0, shared by every
+    /// proposer, which sends its value straight to phase 2 in it without a
+    /// phase 1. An acceptor votes in it at most once, for the first value it
+    /// gets, and only while it has promised nothing. Unlike every other
+    /// ballot it may carry different values at different acceptors, so a
+    /// value is chosen in it only when *every* member voted for it (a fast
+    /// quorum of all members), and a phase 1 that finds fast votes keeps a
+    /// fast value only when the whole promising majority voted for it.
+    pub const FAST: Ballot = Ballot::ZERO;
+
     /// A ballot for `node` in `round`.
     pub const fn new(round: u64, node: NodeId) -> Self {
         Ballot { round, node }

@@ -2,7 +2,8 @@
 //!
 //! One register (key) is one single-decree Paxos instance:
 //! - [`acceptor::handle`] applies a [`Request`] to an [`AcceptorState`];
-//! - [`Round`] drives one proposer round (phase 1, then phase 2);
+//! - [`Round`] drives one proposer round (phase 1, then phase 2), or a fast
+//!   round (phase 2 alone in [`Ballot::FAST`], chosen only with every vote);
 //! - [`ReadRound`] is a quorum read that decides whether a value is chosen;
 //! - [`BallotClock`] hands out ballots a node never reuses.
 //!

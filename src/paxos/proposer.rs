@@ -36,13 +36,14 @@ pub enum Progress<V> {
     /// A promising majority carried no vote and the round had no value of its
     /// own (a read's recovery round): no value was chosen before this ballot.
     Empty,
-    /// Some acceptor promised a higher ballot and a majority is out of reach:
-    /// retry above `seen`.
+    /// Some acceptor promised a higher ballot and a majority (in the fast
+    /// ballot: every member) is out of reach: retry above `seen`.
     Preempted {
         /// The highest promise reported by a rejecting acceptor.
         seen: Ballot,
     },
-    /// Too many members are unreachable for a majority this round.
+    /// Too many members are unreachable for a majority this round (in the
+    /// fast ballot: any member is, or refused for another fast value).
     Stalled,
 }
 
@@ -75,6 +76,15 @@ impl<V: Clone + PartialEq> Round<V> {
     /// A new round with a fresh `ballot`. `own` is the client's value, or
     /// `None` for a read's recovery round, which only finishes what it finds.
     /// Returns the round and the `Prepare` to send to every member.
+    ///
+    /// Phase 2 proposes the value of the highest-ballot vote among the
+    /// promising majority (invariant 3). When that is the fast ballot, where
+    /// votes may differ, it proposes a fast value only if every promise in
+    /// the majority carries that same vote: a fast value is chosen only with
+    /// the votes of all members, so if any promiser lacks it, it was not
+    /// chosen and never will be (the promiser now refuses the fast ballot).
+    /// Otherwise the round is free: its own value, or for a recovery round
+    /// without one, one of the fast values found (to finish the instance).
     pub fn start(ballot: Ballot, members: Members, own: Option<V>) -> (Self, Request<V>) {
         let round = Round {
             ballot,
@@ -87,6 +97,41 @@ impl<V: Clone + PartialEq> Round<V> {
             highest_rejection: Ballot::ZERO,
         };
         (round, Request::Prepare { ballot })
+    }
+
+    /// A round in the fast ballot ([`Ballot::FAST`]): `own` goes straight to
+    /// phase 2, with no phase 1. It ends [`Progress::Chosen`] only when every
+    /// member accepted; any refusal or unreachable member ends it at once
+    /// (Preempted / Stalled), and the driver goes on with a classic round,
+    /// whose phase 1 finds the fast votes. Returns the `Accept` to send.
+    pub fn start_fast(members: Members, own: V) -> (Self, Request<V>) {
+        let round = Round {
+            ballot: Ballot::FAST,
+            members,
+            own: Some(own.clone()),
+            phase: Phase::Accepting {
+                value: own.clone(),
+                proposed: true,
+                accepted: BTreeSet::new(),
+            },
+            failed: BTreeSet::new(),
+            highest_rejection: Ballot::ZERO,
+        };
+        let accept = Request::Accept {
+            ballot: Ballot::FAST,
+            value: own,
+        };
+        (round, accept)
+    }
+
+    /// How many accepts make the value chosen in this round's ballot: a
+    /// majority, or every member in the fast ballot.
+    fn needed(&self) -> usize {
+        if self.ballot == Ballot::FAST {
+            self.members.len()
+        } else {
+            self.members.quorum()
+        }
     }
 
     /// This round's ballot.
@@ -110,6 +155,18 @@ impl<V: Clone + PartialEq> Round<V> {
                     proposed,
                 }
             }
+            Reply::Rejected { ballot, promised }
+                if ballot == Ballot::FAST && self.ballot == ballot =>
+            {
+                // Every member's vote is needed: one refusal ends the round.
+                self.phase = Phase::Done;
+                if promised > ballot {
+                    Progress::Preempted { seen: promised }
+                } else {
+                    // Refused for another fast value, not for a promise.
+                    Progress::Stalled
+                }
+            }
             Reply::Rejected { ballot, promised } if ballot == self.ballot && promised > ballot => {
                 self.highest_rejection = self.highest_rejection.max(promised);
                 self.on_unreachable(from)
@@ -127,15 +184,9 @@ impl<V: Clone + PartialEq> Round<V> {
                 }
                 // Invariant 3: the value of the highest-ballot vote among the
                 // promises; the caller's own value only when there is none.
-                let highest = promises
-                    .values()
-                    .flatten()
-                    .max_by_key(|vote| vote.ballot)
-                    .map(|vote| vote.value.clone());
-                let (value, proposed) = match (highest, &self.own) {
-                    (Some(value), _) => (value, false),
-                    (None, Some(own)) => (own.clone(), true),
-                    (None, None) => {
+                let (value, proposed) = match phase_two_value(promises, self.own.as_ref()) {
+                    Some(choice) => choice,
+                    None => {
                         self.phase = Phase::Done;
                         return Progress::Empty;
                     }
@@ -152,6 +203,7 @@ impl<V: Clone + PartialEq> Round<V> {
                 })
             }
             Reply::Accepted { ballot } if ballot == self.ballot => {
+                let needed = self.needed();
                 let Phase::Accepting {
                     value,
                     proposed,
@@ -164,7 +216,7 @@ impl<V: Clone + PartialEq> Round<V> {
                     return Progress::Wait;
                 }
                 accepted.insert(from);
-                if accepted.len() < self.members.quorum() {
+                if accepted.len() < needed {
                     return Progress::Wait;
                 }
                 // Invariant 4: a majority accepted this very ballot.
@@ -199,7 +251,7 @@ impl<V: Clone + PartialEq> Round<V> {
     }
 
     fn check_reachable(&mut self) -> Progress<V> {
-        if self.members.len() - self.failed.len() >= self.members.quorum() {
+        if self.members.len() - self.failed.len() >= self.needed() {
             return Progress::Wait;
         }
         self.phase = Phase::Done;
@@ -210,5 +262,32 @@ impl<V: Clone + PartialEq> Round<V> {
         } else {
             Progress::Stalled
         }
+    }
+}
+
+/// The value phase 2 proposes, from a majority's promises (invariant 3, with
+/// the fast-ballot rule of [`Round::start`]), and whether it is `own`;
+/// `None` when there is nothing to propose (no vote and no value of its own).
+fn phase_two_value<V: Clone + PartialEq>(
+    promises: &BTreeMap<NodeId, Option<Accepted<V>>>,
+    own: Option<&V>,
+) -> Option<(V, bool)> {
+    let highest = promises.values().flatten().max_by_key(|vote| vote.ballot);
+    match highest {
+        Some(vote) if vote.ballot != Ballot::FAST => return Some((vote.value.clone(), false)),
+        Some(vote) => {
+            let unanimous = promises
+                .values()
+                .all(|p| p.as_ref().is_some_and(|p| p.value == vote.value));
+            if unanimous {
+                return Some((vote.value.clone(), false));
+            }
+        }
+        None => {}
+    }
+    match (own, highest) {
+        (Some(own), _) => Some((own.clone(), true)),
+        (None, Some(vote)) => Some((vote.value.clone(), false)),
+        (None, None) => None,
     }
 }

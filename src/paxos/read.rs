@@ -14,7 +14,8 @@ pub enum ReadProgress<V> {
     /// Not concluded: wait for more replies.
     Wait,
     /// `value` is chosen: an acceptor knew it was decided, or a majority
-    /// reported a vote in the same `ballot`.
+    /// reported a vote in the same `ballot` (in the fast ballot, which can
+    /// carry different values: every member reported the same vote).
     Chosen {
         /// The ballot a majority accepted.
         ballot: Ballot,
@@ -91,32 +92,43 @@ impl<V: Clone + PartialEq> ReadRound<V> {
 
     fn evaluate(&mut self, giving_up: bool) -> ReadProgress<V> {
         let quorum = self.members.quorum();
+        let everyone = self.members.len();
         let mut none = 0;
-        let mut by_ballot: BTreeMap<Ballot, (usize, &V)> = BTreeMap::new();
+        // Votes in a classic ballot (one value each), and fast votes by value.
+        let mut classic: BTreeMap<Ballot, (usize, &V)> = BTreeMap::new();
+        let mut fast: Vec<(usize, &V)> = Vec::new();
         for vote in self.votes.values() {
             match vote {
                 None => none += 1,
-                Some(v) => by_ballot.entry(v.ballot).or_insert((0, &v.value)).0 += 1,
+                Some(v) if v.ballot == Ballot::FAST => {
+                    match fast.iter_mut().find(|(_, value)| **value == v.value) {
+                        Some(entry) => entry.0 += 1,
+                        None => fast.push((1, &v.value)),
+                    }
+                }
+                Some(v) => classic.entry(v.ballot).or_insert((0, &v.value)).0 += 1,
             }
         }
-        if let Some((ballot, (_, value))) = by_ballot.iter().find(|(_, (n, _))| *n >= quorum) {
-            let chosen = ReadProgress::Chosen {
-                ballot: *ballot,
-                value: (*value).clone(),
-            };
-            return self.finish(chosen);
+        let chosen = classic
+            .iter()
+            .find(|(_, (n, _))| *n >= quorum)
+            .map(|(ballot, (_, value))| (*ballot, (*value).clone()))
+            .or_else(|| {
+                fast.iter()
+                    .find(|(n, _)| *n >= everyone)
+                    .map(|(_, value)| (Ballot::FAST, (*value).clone()))
+            });
+        if let Some((ballot, value)) = chosen {
+            return self.finish(ReadProgress::Chosen { ballot, value });
         }
         if none >= quorum {
             return self.finish(ReadProgress::Empty);
         }
         let outstanding = self.members.len() - self.votes.len() - self.unreachable.len();
-        let best = by_ballot
-            .values()
-            .map(|(n, _)| *n)
-            .max()
-            .unwrap_or(0)
-            .max(none);
-        if !giving_up && best + outstanding >= quorum {
+        let could_conclude = none + outstanding >= quorum
+            || classic.values().any(|(n, _)| n + outstanding >= quorum)
+            || fast.iter().any(|(n, _)| n + outstanding >= everyone);
+        if !giving_up && could_conclude {
             return ReadProgress::Wait;
         }
         if self.votes.len() >= quorum {

@@ -140,8 +140,12 @@ impl PeerRequest {
             let ballot = self
                 .ballot
                 .ok_or_else(|| format!("{} needs a ballot", op.name()))?;
-            if ballot.round == 0 {
-                return Err("ballot round 0 is never proposed".to_string());
+            // Round 0 is the fast ballot: phase 2 only, and only as 0.0.
+            let fast_ok = op != Op::Prepare && ballot == Ballot::FAST;
+            if ballot.round == 0 && !fast_ok {
+                return Err(
+                    "ballot round 0 is only the fast ballot 0.0, never prepared".to_string()
+                );
             }
             check_round(ballot)
         };
