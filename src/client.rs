@@ -25,6 +25,17 @@ fn client() -> Result<reqwest::Client, String> {
 
 fn url_for(base: &str, key: &str) -> Result<String, String> {
     validate_key(key).map_err(|e| e.to_string())?;
+    // URL parsers remove `.` and `..` path segments (even percent-encoded),
+    // so `a/../b` would silently become key `b`. Refuse instead.
+    if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(format!(
+            "the key {key:?} has a '.' or '..' segment, which URL clients rewrite; \
+             this client refuses to send it (a raw HTTP client can, e.g. curl --path-as-is)"
+        ));
+    }
     Ok(format!(
         "{}/v1/kv/{}",
         base.trim_end_matches('/'),
@@ -119,5 +130,21 @@ fn preview(body: &[u8]) -> String {
         format!("{text}...")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_for;
+
+    #[test]
+    fn dot_segments_are_refused_not_rewritten() {
+        for key in ["a/../b", "..", ".", "a/./b", "a/.."] {
+            let err = url_for("http://127.0.0.1:7001", key).unwrap_err();
+            assert!(err.contains("segment"), "{key}: {err}");
+        }
+        for key in ["a..b", ".hidden", "a/.b/c", "..."] {
+            assert!(url_for("http://127.0.0.1:7001", key).is_ok(), "{key}");
+        }
     }
 }

@@ -69,6 +69,9 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .pool_max_idle_per_host(IN_FLIGHT * 4)
+            // Below the server's 10 s idle close, so a pooled connection is
+            // not reused just as the peer closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .no_proxy()
             .build()
