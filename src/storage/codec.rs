@@ -2,7 +2,8 @@
 //!
 //! Keys in the sled tree:
 //! - `m` + name: node metadata (`mformat`: the format version byte,
-//!   `mround`: the ballot reservation mark as u64 big-endian);
+//!   `mround`: the ballot reservation mark as u64 big-endian, `mprobe`: the
+//!   time of the last recovery probe write);
 //! - `s` + key: the state record of a register: a header, followed by the
 //!   accepted value itself when it fits in one chunk (flag bit 2, "inline");
 //! - `v` + key + `0x00` + chunk index (u32 big-endian): an accepted value
@@ -40,6 +41,8 @@ pub const CHUNK: usize = 4096;
 
 pub const FORMAT_KEY: &[u8] = b"mformat";
 pub const ROUND_KEY: &[u8] = b"mround";
+/// Written by storage recovery to show the disk takes writes again.
+pub const PROBE_KEY: &[u8] = b"mprobe";
 const HEADER_LEN: usize = 38;
 
 const HAS_VOTE: u8 = 1;

@@ -11,37 +11,62 @@
 //! one chunk is a single record, written with one `insert` (see the codec for
 //! why that matters: sled's `apply_batch` does IO of its own per batch).
 //!
-//! A failed write poisons the store until the node restarts. sled applies a
-//! batch to its in-memory tree before the flush that fails, so after a
-//! failed write, memory may hold state that is not on disk; answering from
-//! it (a read's vote, a decided value) could hand out a vote that a restart
-//! then loses, undoing an answered GET. And sled itself refuses every later
-//! write once an IO error is set (its global error), even after the disk
-//! recovers. So after the first failure every operation fails with
-//! [`StorageError::Io`] (5xx) until the process restarts and sled recovers
-//! from what is really on disk.
+//! A failed write poisons the open database. sled applies a write to its
+//! in-memory tree before the flush that fails, so after a failed write,
+//! memory may hold state that is not on disk; answering from it (a read's
+//! vote, a decided value) could hand out a vote that a restart then loses,
+//! undoing an answered GET. And sled itself refuses every later write once
+//! an IO error is set (its global error), even after the disk recovers. So
+//! after the first failure every operation fails with [`StorageError::Io`]
+//! (5xx), and a recovery thread reopens the database from what is really on
+//! disk, once a second, until it opens and a probe write is durable: the
+//! node then serves again by itself, exactly as after a restart.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, ROUND_KEY};
+use super::codec::{
+    self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, PROBE_KEY, ROUND_KEY,
+};
 use super::{State, Storage, StorageError};
 use crate::paxos::Accepted;
 use crate::value::Value;
 
 /// Acceptor state in a sled database under one directory.
 pub struct SledStorage {
+    shared: Arc<Shared>,
+}
+
+/// How long the recovery thread waits between attempts to reopen.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Shared {
+    dir: PathBuf,
+    /// The open database; `None` while a failed one is being replaced.
+    current: RwLock<Option<Arc<Open>>>,
+    /// Set while a recovery thread runs.
+    recovering: AtomicBool,
+    /// Set when the store is dropped: recovery stops.
+    closing: AtomicBool,
+    recovery: Mutex<Option<JoinHandle<()>>>,
+    /// Group commits of earlier incarnations of the database, for metrics.
+    earlier_syncs: AtomicU64,
+}
+
+/// One open sled database and its sync thread.
+struct Open {
     db: sled::Db,
     commit: Arc<Commit>,
-    syncer: Option<JoinHandle<()>>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
 type Done = oneshot::Sender<Result<(), StorageError>>;
@@ -96,10 +121,7 @@ impl Commit {
     fn check(&self) -> Result<(), StorageError> {
         match self.failed.get() {
             None => Ok(()),
-            Some(why) => Err(StorageError::Io(format!(
-                "an earlier write failed ({why}); this node refuses to serve from \
-                 state that may not be on disk: restart it once the disk is fixed"
-            ))),
+            Some(why) => Err(poisoned(why)),
         }
     }
 }
@@ -110,10 +132,18 @@ struct Queue {
     stop: bool,
 }
 
-impl SledStorage {
+fn poisoned(why: &str) -> StorageError {
+    StorageError::Io(format!(
+        "an earlier write failed ({why}); this node refuses to serve from state that may \
+         not be on disk until it has reopened its database from the disk (it retries every \
+         second)"
+    ))
+}
+
+impl Open {
     /// Opens (or creates) the database in `dir`. Fails if the directory is
     /// unusable or holds data of another format version.
-    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+    fn new(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -154,14 +184,14 @@ impl SledStorage {
         let handle = std::thread::Builder::new()
             .name("paxos-kv-fsync".into())
             .spawn(move || syncer.run())?;
-        Ok(SledStorage {
+        Ok(Open {
             db,
             commit,
-            syncer: Some(handle),
+            syncer: Mutex::new(Some(handle)),
         })
     }
 
-    /// Hands `batch` to the sync thread and waits until it is applied and
+    /// Hands `write` to the sync thread and waits until it is applied and
     /// durable. The async caller never blocks a runtime thread on sled's
     /// flush or on the disk.
     async fn commit(&self, write: Write) -> Result<(), StorageError> {
@@ -198,12 +228,141 @@ impl SledStorage {
         }
         Ok(value.freeze())
     }
+
+    /// A write through the sync thread, from a plain thread: shows that the
+    /// disk takes writes again.
+    fn probe(&self) -> Result<(), StorageError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| StorageError::Io(format!("cannot run the probe: {e}")))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        runtime.block_on(self.commit(Write::Insert {
+            key: PROBE_KEY.to_vec(),
+            record: stamp.to_be_bytes().to_vec(),
+            garbage: 0..0,
+            chunks_of: String::new(),
+        }))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        {
+            let mut queue = self.commit.queue.lock().expect("poisoned");
+            queue.stop = true;
+        }
+        self.commit.cond.notify_one();
+        if let Some(handle) = self.syncer.lock().expect("poisoned").take() {
+            let _ = handle.join();
+        }
+        if self.commit.failed.get().is_none() {
+            let _ = self.db.flush();
+        }
+    }
+}
+
+impl SledStorage {
+    /// Opens (or creates) the database in `dir`. Fails if the directory is
+    /// unusable or holds data of another format version.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let open = Open::new(dir)?;
+        Ok(SledStorage {
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                current: RwLock::new(Some(Arc::new(open))),
+                recovering: AtomicBool::new(false),
+                closing: AtomicBool::new(false),
+                recovery: Mutex::new(None),
+                earlier_syncs: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The open database, or why there is none: a failed one is refused
+    /// (and its recovery started).
+    fn open_db(&self) -> Result<Arc<Open>, StorageError> {
+        let current = self.shared.current.read().expect("poisoned").clone();
+        match current {
+            Some(open) => match open.commit.failed.get() {
+                None => Ok(open),
+                Some(why) => {
+                    let error = poisoned(why);
+                    drop(open);
+                    self.start_recovery();
+                    Err(error)
+                }
+            },
+            None => {
+                self.start_recovery();
+                Err(StorageError::Io(
+                    "the database is being reopened after a failed write; retry shortly".into(),
+                ))
+            }
+        }
+    }
+
+    fn start_recovery(&self) {
+        if self.shared.recovering.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("paxos-kv-recover".into())
+            .spawn(move || recover(&shared));
+        match spawned {
+            Ok(handle) => {
+                let mut slot = self.shared.recovery.lock().expect("poisoned");
+                if let Some(old) = slot.replace(handle) {
+                    let _ = old.join();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start storage recovery");
+                self.shared.recovering.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Reopens the database from disk until it opens and a probe write is
+/// durable, once per [`RECOVERY_INTERVAL`]. Dropping the failed database
+/// first discards the memory that may be ahead of the disk.
+fn recover(shared: &Shared) {
+    let failed = shared.current.write().expect("poisoned").take();
+    if let Some(failed) = failed {
+        shared.earlier_syncs.fetch_add(
+            failed.commit.syncs.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        drop(failed);
+    }
+    let mut attempts = 0u32;
+    while !shared.closing.load(Ordering::SeqCst) {
+        std::thread::sleep(RECOVERY_INTERVAL);
+        attempts += 1;
+        // The open fails while an operation still holds the failed
+        // database (sled's file lock) or while the disk still fails.
+        match Open::new(&shared.dir).and_then(|open| open.probe().map(|()| open)) {
+            Ok(open) => {
+                if shared.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                *shared.current.write().expect("poisoned") = Some(Arc::new(open));
+                shared.recovering.store(false, Ordering::SeqCst);
+                tracing::warn!(attempts, "storage recovered: database reopened from disk");
+                return;
+            }
+            Err(e) => tracing::warn!(attempts, error = %e, "storage still failing; retrying"),
+        }
+    }
 }
 
 impl Storage for SledStorage {
     fn load(&self, key: &str) -> Result<State, StorageError> {
-        self.commit.check()?;
-        let Some(raw) = self.db.get(codec::header_key(key))? else {
+        let open = self.open_db()?;
+        let Some(raw) = open.db.get(codec::header_key(key))? else {
             return Ok(State::default());
         };
         let (header, inline) = Header::decode(&raw)?;
@@ -216,7 +375,7 @@ impl Storage for SledStorage {
                     bytes: if header.inline {
                         Bytes::copy_from_slice(inline)
                     } else {
-                        self.read_value(key, &header)?
+                        open.read_value(key, &header)?
                     },
                 },
             }),
@@ -229,6 +388,7 @@ impl Storage for SledStorage {
     }
 
     async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
+        let open = self.open_db()?;
         let value = state.accepted.as_ref().map(|a| &a.value.bytes);
         let value_len = match value {
             Some(v) => u32::try_from(v.len())
@@ -243,7 +403,7 @@ impl Storage for SledStorage {
             value_len,
             inline: value.is_some_and(|v| v.len() <= CHUNK),
         };
-        let old = match self.db.get(codec::header_key(key))? {
+        let old = match open.db.get(codec::header_key(key))? {
             Some(raw) => Some(Header::decode(&raw)?.0),
             None => None,
         };
@@ -254,7 +414,7 @@ impl Storage for SledStorage {
             } else {
                 &[]
             };
-            return self
+            return open
                 .commit(Write::Insert {
                     key: codec::header_key(key),
                     record: header.encode(inline),
@@ -272,7 +432,7 @@ impl Storage for SledStorage {
                 && !o.inline
         });
         if same_value {
-            return self
+            return open
                 .commit(Write::Insert {
                     key: codec::header_key(key),
                     record: header.encode(&[]),
@@ -289,12 +449,12 @@ impl Storage for SledStorage {
             batch.remove(codec::chunk_key(key, i));
         }
         batch.insert(codec::header_key(key), header.encode(&[]));
-        self.commit(Write::Batch(batch)).await
+        open.commit(Write::Batch(batch)).await
     }
 
     fn load_round_mark(&self) -> Result<u64, StorageError> {
-        self.commit.check()?;
-        match self.db.get(ROUND_KEY)? {
+        let open = self.open_db()?;
+        match open.db.get(ROUND_KEY)? {
             None => Ok(0),
             Some(raw) => {
                 let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| {
@@ -306,37 +466,39 @@ impl Storage for SledStorage {
     }
 
     async fn store_round_mark(&self, mark: u64) -> Result<(), StorageError> {
-        self.commit(Write::Insert {
-            key: ROUND_KEY.to_vec(),
-            record: mark.to_be_bytes().to_vec(),
-            garbage: 0..0,
-            chunks_of: String::new(),
-        })
-        .await
+        self.open_db()?
+            .commit(Write::Insert {
+                key: ROUND_KEY.to_vec(),
+                record: mark.to_be_bytes().to_vec(),
+                garbage: 0..0,
+                chunks_of: String::new(),
+            })
+            .await
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        self.commit.check()?;
-        self.db.flush()?;
+        self.open_db()?.db.flush()?;
         Ok(())
     }
 
     fn sync_count(&self) -> u64 {
-        self.commit.syncs.load(Ordering::Relaxed)
+        let current = self.shared.current.read().expect("poisoned");
+        let now = current
+            .as_ref()
+            .map_or(0, |o| o.commit.syncs.load(Ordering::Relaxed));
+        self.shared.earlier_syncs.load(Ordering::Relaxed) + now
     }
 }
 
 impl Drop for SledStorage {
     fn drop(&mut self) {
-        {
-            let mut queue = self.commit.queue.lock().expect("poisoned");
-            queue.stop = true;
-        }
-        self.commit.cond.notify_one();
-        if let Some(handle) = self.syncer.take() {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.shared.recovery.lock().expect("poisoned").take() {
             let _ = handle.join();
         }
-        let _ = self.db.flush();
+        // Drops the database (joining its sync thread) unless an operation
+        // still holds it; that one drops it when it ends.
+        self.shared.current.write().expect("poisoned").take();
     }
 }
 
