@@ -66,6 +66,12 @@ impl Default for Limits {
     }
 }
 
+/// Largest request head (request line and headers) a connection may send;
+/// a larger one is answered 431 and the connection closed. Keys are at most
+/// 1024 bytes (3 KiB percent-encoded), so honest heads are far smaller, and
+/// the cap bounds what each of the 1024 connections can make the node hold.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// Connections over [`Limits::max_connections`] that are still answered 503;
 /// beyond these, an extra connection is closed without an answer.
 const MAX_SHED_CONNECTIONS: usize = 64;
@@ -318,7 +324,8 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
     let conn = builder.serve_connection(io, TowerToHyperService::new(app));
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
