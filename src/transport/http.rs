@@ -23,7 +23,7 @@ use super::{Transport, TransportError};
 use crate::paxos::{NodeId, Reply, Request};
 
 /// Batches in flight to one peer at a time.
-pub const IN_FLIGHT: usize = 4;
+pub const IN_FLIGHT: usize = 2;
 
 type CallResult = Result<Reply<Value>, TransportError>;
 
