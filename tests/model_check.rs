@@ -15,7 +15,8 @@
 //! invariants): linearizability as a write-once register with "not found"
 //! (strict: only the PUT that filled the register may get 201), which
 //! includes durability of answered outcomes through crashes (3, 4);
-//! agreement (1: never two values a majority accepted in one ballot, nor two
+//! durability on disk (a chosen value keeps a majority of saved votes at or
+//! above its ballot, all for it, so any restart still finds it); agreement (1: never two values a majority accepted in one ballot, nor two
 //! decided); validity (2); answers name only chosen values; decided implies
 //! chosen (invariant 5); no ballot starts two rounds (invariant 2). The
 //! `sometimes` property "value chosen" must be reached, so no check is vacuous.
@@ -901,6 +902,36 @@ fn record_in(_: &Config, h: &History, env: Envelope<&Msg>) -> Option<History> {
     }
 }
 
+/// Whether every chosen value survives in what the servers saved, so that
+/// any crash and restart can still find it (durability, guarantee 3): for
+/// the lowest ballot `b` in which `v` was chosen, a majority of the saved
+/// acceptor states hold a vote at `b` or above, and every saved vote at `b`
+/// or above is for `v` (Paxos Made Simple's P2c, on disk).
+fn chosen_is_durable(state: &State) -> bool {
+    let quorum = members().quorum();
+    let mut count: BTreeMap<&Accepted<Value>, usize> = BTreeMap::new();
+    for (_, vote) in &state.history.votes {
+        *count.entry(vote).or_default() += 1;
+    }
+    let mut lowest: BTreeMap<Value, Ballot> = BTreeMap::new();
+    for (vote, n) in count {
+        if n >= quorum {
+            let b = lowest.entry(vote.value).or_insert(vote.ballot);
+            *b = (*b).min(vote.ballot);
+        }
+    }
+    let saved: Vec<&Accepted<Value>> = state
+        .actor_storages
+        .iter()
+        .take(SERVERS)
+        .filter_map(|d| d.as_ref().and_then(|d| d.acceptor.accepted.as_ref()))
+        .collect();
+    lowest.iter().all(|(value, ballot)| {
+        let at_or_above: Vec<_> = saved.iter().filter(|a| a.ballot >= *ballot).collect();
+        at_or_above.len() >= quorum && at_or_above.iter().all(|a| a.value == *value)
+    })
+}
+
 /// Values chosen: a majority of acceptors voted for them in one ballot
 /// (invariant 4's definition, over every vote ever cast).
 fn chosen(votes: &BTreeSet<(NodeId, Accepted<Value>)>) -> BTreeSet<Value> {
@@ -946,9 +977,9 @@ fn decided(state: &State) -> BTreeSet<Value> {
 /// only distinguishes otherwise equal states.
 struct Checked {
     inner: PaxosModel,
-    /// Leave out the "ballots unique" property (invariant 2), to see what a
-    /// reused ballot does to the API guarantees.
-    skip_ballot_property: bool,
+    /// Properties left out, to see what a broken variant does to the others
+    /// (a search stops at the first property that fails).
+    skip: &'static [&'static str],
 }
 
 /// Whether a server that is up now may ever restart: restarts are bounded
@@ -1107,6 +1138,10 @@ impl Model for Checked {
                 !state.history.unchosen_answer
             }),
             // Invariant 5: only a chosen value is ever recorded as decided.
+            // Guarantee 3, on disk: a chosen value survives any crash.
+            Property::always("chosen is durable", |_, state: &State| {
+                chosen_is_durable(state)
+            }),
             Property::always("decided is chosen", |_, state: &State| {
                 decided(state).is_subset(&state.history.chosen)
             }),
@@ -1133,9 +1168,7 @@ impl Model for Checked {
                 returns.iter().any(|r| matches!(r, RegRet::Conflict(_)))
             }),
         ];
-        if self.skip_ballot_property {
-            properties.retain(|p| p.name != "ballots unique");
-        }
+        properties.retain(|p| !self.skip.contains(&p.name));
         properties
     }
 }
@@ -1182,10 +1215,7 @@ fn model(cfg: Config, clients: Vec<ClientCfg>, crashes: usize) -> Checked {
         let restarts = restarts + down <= u32::from(cfg.max_restarts);
         clients_up && restarts
     });
-    Checked {
-        inner,
-        skip_ballot_property: false,
-    }
+    Checked { inner, skip: &[] }
 }
 
 // ---------------------------------------------------------------------------
@@ -1203,8 +1233,8 @@ struct Scenario {
     /// Whether the network also loses messages (see the module docs: it adds
     /// states, never a behavior).
     lossy: bool,
-    /// See [`Checked::skip_ballot_property`].
-    skip_ballot_property: bool,
+    /// See [`Checked::skip`].
+    skip: &'static [&'static str],
 }
 
 impl Scenario {
@@ -1220,7 +1250,7 @@ impl Scenario {
             clients: Vec::new(),
             crashes: 0,
             lossy: false,
-            skip_ballot_property: false,
+            skip: &[],
         }
     }
 
@@ -1251,15 +1281,16 @@ impl Scenario {
         if !self.lossy {
             m.inner.lossy_network = LossyNetwork::No;
         }
-        m.skip_ballot_property = self.skip_ballot_property;
+        m.skip = self.skip;
         m
     }
 }
 
 /// The `always` properties: API.md guarantees 1 to 4 and invariants 2 and 5.
-const SAFETY: [&str; 6] = [
+const SAFETY: [&str; 7] = [
     "linearizable",
     "agreement",
+    "chosen is durable",
     "validity",
     "answers are chosen",
     "decided is chosen",
@@ -1340,7 +1371,7 @@ fn check_caught(scenario: &Scenario) -> (Vec<&'static str>, usize) {
         .join();
     let caught: Vec<&'static str> = SAFETY
         .into_iter()
-        .filter(|p| !(scenario.skip_ballot_property && *p == "ballots unique"))
+        .filter(|p| !scenario.skip.contains(p))
         .filter(|p| checker.discovery(p).is_some())
         .collect();
     println!(
@@ -1404,21 +1435,36 @@ fn real_core_is_safe_put_and_concurrent_get_with_crash() {
     );
 }
 
-/// Invariant 1 broken: an acceptor accepts below its promise. Two writers
-/// then both get a majority (agreement fails).
+/// Invariant 1 broken: an acceptor accepts below its promise. A vote for
+/// the first chosen value is overwritten on disk ("chosen is durable"
+/// fails), and with that property left out, both writers get a majority
+/// (agreement fails).
 #[test]
 fn mutation_accept_below_promise_is_caught() {
     let (caught, steps) = check_caught(&contention(Mutation::AcceptBelowPromise));
     println!("accept below promise: caught by {caught:?} in {steps} steps");
+    let mut scenario = contention(Mutation::AcceptBelowPromise);
+    scenario.skip = &["chosen is durable"];
+    let (caught, steps) = check_caught(&scenario);
+    assert!(caught.contains(&"agreement"), "{caught:?}");
+    println!("accept below promise: caught by {caught:?} in {steps} steps");
 }
 
 /// Invariant 1 broken the other way: the reply leaves before the state is
-/// durable, and a crash in between forgets an acknowledged vote, so a GET
-/// after an answered PUT finds nothing (durability, guarantee 3).
+/// durable. A vote counted toward a chosen value is then not on disk
+/// ("chosen is durable" fails at once), and with that property left out the
+/// clients see it: a crash in between forgets the acknowledged vote, so a
+/// GET after an answered PUT finds nothing (guarantees 3 and 4).
 #[test]
 fn mutation_reply_before_save_is_caught() {
     let (caught, steps) = check_caught(&put_then_get_with_crash(Mutation::ReplyBeforeSave, 1));
+    assert!(caught.contains(&"chosen is durable"), "{caught:?}");
     println!("reply before save: caught by {caught:?} in {steps} steps");
+    let mut scenario = put_then_get_with_crash(Mutation::ReplyBeforeSave, 1);
+    scenario.skip = &["chosen is durable"];
+    let (caught, steps) = check_caught(&scenario);
+    assert!(caught.contains(&"linearizable"), "{caught:?}");
+    println!("reply before save, seen by clients: caught by {caught:?} in {steps} steps");
 }
 
 /// A quorum read comparing values alone: a minority vote for `a` in one
@@ -1467,18 +1513,9 @@ fn mutation_clock_from_zero_is_caught_as_reused_ballot() {
 #[test]
 fn mutation_clock_from_zero_with_repromise_breaks_agreement() {
     let mut scenario = same_coordinator_with_crash(Mutation::ClockFromZeroRepromise);
-    scenario.skip_ballot_property = true;
+    scenario.skip = &["ballots unique", "chosen is durable"];
     let (caught, steps) = check_caught(&scenario);
-    let api = [
-        "linearizable",
-        "agreement",
-        "validity",
-        "answers are chosen",
-    ];
-    assert!(
-        caught.iter().any(|p| api.contains(p)),
-        "only {caught:?}: expected an API guarantee to fail"
-    );
+    assert!(caught.contains(&"agreement"), "{caught:?}");
     println!("clock from zero + re-promise: caught by {caught:?} in {steps} steps");
 }
 
