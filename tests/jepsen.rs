@@ -20,6 +20,7 @@
 //! (node 3 started with `--peers` naming only itself, so its quorum of one
 //! never intersects the quorum {1, 2} of the others) reports violations.
 
+mod common;
 #[path = "procs/mod.rs"]
 mod procs;
 
@@ -38,65 +39,32 @@ use rand::{Rng, SeedableRng};
 // The history and its checker.
 // ---------------------------------------------------------------------------
 
-/// Checks a history of write-once registers.
+/// The history as jepsen records it (who sent what to which node, when),
+/// checked by the shared exact write-once register checker
+/// `tests/common/register_history.rs` (the one the simulation uses; its
+/// module docs give the specification, the rules and why they are exact).
+/// An unknown outcome (503, timeout, connection error) may take effect at
+/// any time after its invocation, or never.
 ///
-/// The specification, per key: the register starts empty; `PUT v` on an
-/// empty register answers 201 and holds `v` forever; `PUT v` on a register
-/// holding `v` answers 200, holding `c != v` answers 409 with `c`; `GET`
-/// answers 200 with the value or 404. An unknown outcome (503, timeout,
-/// connection error) may take effect at any time after its invocation, or
-/// never.
-///
-/// An op *observes* `v` when it is a GET 200 with body `v`, a 409 with body
-/// `v`, or a 201/200 PUT of `v`. Rules (each violation names its rule):
-/// - `two-values`: at most one value per key is ever observed;
-/// - `two-creates`: at most one PUT per key answers 201;
-/// - `no-writer`: an observed value was written: by the 201 PUT if there is
-///   one, else by some PUT of it with an unknown outcome (a 200 alone, or a
-///   value no client PUT, has no writer);
-/// - `stale-404`: a 404 GET does not start after the completion of any op
-///   that observed the value;
-/// - `read-before-write`: an op that observed the value does not complete
-///   before the invocation of its writer (with several unknown candidates,
-///   the earliest-invoked one);
-/// - `malformed`: a PUT is never told 409 with its own value.
-///
-/// These are exact for a single register: the write can be placed at the
-/// latest invocation among the writer and the 404s, which then lies before
-/// every completion of an observer and of the writer, and the 404s before
-/// it, observers after it give a linearization; conversely each rule is
-/// forced by any linearization.
+/// The shared checker reports the first broken rule of each key; this module
+/// names it as before: `malformed`, `two-values`, `two-creates`, `no-writer`,
+/// and for real-time order `stale-404` (a 404 invoked after the value was
+/// observed or written) or `read-before-write` (the value observed before
+/// its only possible writer was invoked).
 mod history {
     use std::collections::BTreeMap;
     use std::time::Instant;
 
     use bytes::Bytes;
 
-    /// What a client asked.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Call {
-        /// PUT this value.
-        Put(Bytes),
-        /// GET.
-        Get,
-    }
+    use super::common::register_history as shared;
 
-    /// What the client got back.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Ret {
-        /// PUT 201.
-        Created,
-        /// PUT 200.
-        AlreadyChosen,
-        /// PUT 409 with the chosen value.
-        Conflict(Bytes),
-        /// GET 200 with the value.
-        Found(Bytes),
-        /// GET 404.
-        NotFound,
-        /// 503, 500, timeout, connection error: may or may not have happened.
-        Unknown,
-    }
+    /// What a client asked.
+    pub type Call = shared::Call<Bytes>;
+
+    /// What the client got back; `Unknown` for 503, 500, timeout or a
+    /// connection error.
+    pub type Ret = shared::Ret<Bytes>;
 
     /// One operation.
     #[derive(Clone, Debug)]
@@ -121,15 +89,6 @@ mod history {
         /// Whether the answer is definite.
         pub fn definite(&self) -> bool {
             self.ret != Ret::Unknown
-        }
-
-        /// The value this op shows the register holding, if any.
-        pub fn observed(&self) -> Option<&Bytes> {
-            match (&self.call, &self.ret) {
-                (Call::Put(v), Ret::Created | Ret::AlreadyChosen) => Some(v),
-                (_, Ret::Conflict(c) | Ret::Found(c)) => Some(c),
-                _ => None,
-            }
         }
     }
 
@@ -178,7 +137,7 @@ mod history {
         )
     }
 
-    /// Every violation in `ops`, key by key.
+    /// The first broken rule of each key of `ops`.
     pub fn check(ops: &[Op]) -> Vec<Violation> {
         let Some(t0) = ops.iter().map(|o| o.invoked).min() else {
             return Vec::new();
@@ -189,124 +148,78 @@ mod history {
         }
         let mut out = Vec::new();
         for (key, ops) in by_key {
-            check_key(key, &ops, t0, &mut out);
+            let checked: Vec<shared::Op<Bytes, Instant>> = ops
+                .iter()
+                .map(|o| shared::Op {
+                    key: o.key.clone(),
+                    process: o.client,
+                    call: o.call.clone(),
+                    ret: o.ret.clone(),
+                    invoked: o.invoked,
+                    completed: Some(o.completed),
+                })
+                .collect();
+            if let Err(v) = shared::check(&checked) {
+                let (rule, detail) = explain(&v, &ops, t0);
+                out.push(Violation {
+                    key: key.to_owned(),
+                    rule,
+                    detail,
+                });
+            }
         }
         out
     }
 
-    fn check_key(key: &str, ops: &[&Op], t0: Instant, out: &mut Vec<Violation>) {
-        let mut violation = |rule: &'static str, detail: String| {
-            out.push(Violation {
-                key: key.to_owned(),
-                rule,
-                detail,
-            })
-        };
-        let d = |op: &Op| describe(op, t0);
-        for op in ops {
-            let bad = match (&op.call, &op.ret) {
-                (Call::Put(v), Ret::Conflict(c)) if v == c => Some("409 with its own value"),
-                (Call::Put(_), Ret::Found(_) | Ret::NotFound) => Some("a PUT got a GET answer"),
-                (Call::Get, Ret::Created | Ret::AlreadyChosen | Ret::Conflict(_)) => {
-                    Some("a GET got a PUT answer")
-                }
-                _ if op.definite() && op.completed < op.invoked => Some("completed before invoked"),
-                _ => None,
-            };
-            if let Some(why) = bad {
-                violation("malformed", format!("{why}: {}", d(op)));
+    /// The rule's name and a message naming the ops (indices into `ops`).
+    fn explain(v: &shared::Violation<Bytes>, ops: &[&Op], t0: Instant) -> (&'static str, String) {
+        let d = |i: &usize| describe(ops[*i], t0);
+        match v {
+            shared::Violation::Malformed { op, why } => ("malformed", format!("{why}: {}", d(op))),
+            shared::Violation::TwoValues {
+                first,
+                first_value,
+                second,
+                second_value,
+            } => (
+                "two-values",
+                format!(
+                    "{} seen by {}; {} seen by {}",
+                    show(first_value),
+                    d(first),
+                    show(second_value),
+                    d(second)
+                ),
+            ),
+            shared::Violation::TwoCreated { first, second } => {
+                ("two-creates", format!("{} and {}", d(first), d(second)))
             }
-        }
-        // One value.
-        let mut first_observer: BTreeMap<&Bytes, &Op> = BTreeMap::new();
-        for op in ops {
-            if let Some(v) = op.observed() {
-                first_observer
-                    .entry(v)
-                    .and_modify(|o| {
-                        if op.completed < o.completed {
-                            *o = op
-                        }
-                    })
-                    .or_insert(op);
-            }
-        }
-        if first_observer.len() > 1 {
-            let list: Vec<String> = first_observer
-                .iter()
-                .map(|(v, op)| format!("{} first seen by {}", show(v), d(op)))
-                .collect();
-            violation("two-values", list.join("; "));
-        }
-        // One creation.
-        let created: Vec<&Op> = ops
-            .iter()
-            .copied()
-            .filter(|o| o.ret == Ret::Created)
-            .collect();
-        if created.len() > 1 {
-            let list: Vec<String> = created.iter().map(|o| d(o)).collect();
-            violation("two-creates", list.join(" and "));
-        }
-        if first_observer.len() != 1 {
-            return;
-        }
-        let (&value, &seen_by) = first_observer.iter().next().expect("one value");
-        // The writer.
-        let writer = match created.first() {
-            Some(w) => *w,
-            None => {
-                let unknown = ops
-                    .iter()
-                    .copied()
-                    .filter(|o| o.ret == Ret::Unknown && o.call == Call::Put(value.clone()))
-                    .min_by_key(|o| o.invoked);
-                match unknown {
-                    Some(w) => w,
-                    None => {
-                        violation(
-                            "no-writer",
-                            format!(
-                                "{} was observed by {} but no PUT of it got 201 or an \
-                                 unknown outcome",
-                                show(value),
-                                d(seen_by)
-                            ),
-                        );
-                        return;
-                    }
-                }
-            }
-        };
-        // Real time. Observers include the writer when it is definite (201).
-        let observers: Vec<&Op> = ops
-            .iter()
-            .copied()
-            .filter(|o| o.observed().is_some())
-            .collect();
-        if let Some(first_done) = observers.iter().min_by_key(|o| o.completed) {
-            for op in ops {
-                if op.call == Call::Get
-                    && op.ret == Ret::NotFound
-                    && op.invoked > first_done.completed
-                {
-                    violation(
-                        "stale-404",
-                        format!("{} started after {} had completed", d(op), d(first_done)),
-                    );
-                }
-            }
-        }
-        for op in &observers {
-            if !std::ptr::eq(*op, writer) && op.completed < writer.invoked {
-                violation(
-                    "read-before-write",
+            shared::Violation::NoWriter { value, observer } => (
+                "no-writer",
+                format!(
+                    "{} was observed by {} but no PUT of it got 201 or an unknown outcome",
+                    show(value),
+                    d(observer)
+                ),
+            ),
+            shared::Violation::RealTime {
+                earlier,
+                later,
+                why,
+            } => {
+                let rule = if ops[*later].ret == Ret::NotFound {
+                    "stale-404"
+                } else {
+                    "read-before-write"
+                };
+                (
+                    rule,
                     format!(
-                        "{} completed before its writer {} was invoked",
-                        d(op),
-                        d(writer)
+                        "{} was invoked after {} completed, but {why}",
+                        d(later),
+                        d(earlier)
                     ),
-                );
+                )
             }
         }
     }
@@ -1183,7 +1096,8 @@ fn checker_flags_bad_histories_and_passes_good_ones() {
         put_op("a", Ret::Created, t0, 0, 1),
         put_op("b", Ret::Created, t0, 0, 1),
     ];
-    assert_eq!(rules_broken(&two), vec!["two-values", "two-creates"]);
+    // The first broken rule per key: two values come before two creations.
+    assert_eq!(rules_broken(&two), vec!["two-values"]);
     let two = vec![
         put_op("a", Ret::Created, t0, 0, 1),
         put_op("a", Ret::Created, t0, 0, 1),
