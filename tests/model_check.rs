@@ -18,7 +18,9 @@
 //! durability on disk (a chosen value keeps a majority of saved votes at or
 //! above its ballot, all for it, so any restart still finds it); agreement (1: never two values a majority accepted in one ballot, nor two
 //! decided); validity (2); answers name only chosen values; decided implies
-//! chosen (invariant 5); no ballot starts two rounds (invariant 2). The
+//! chosen (invariant 5); no ballot starts two rounds (invariant 2). In the
+//! fast ballot, which may carry several values, a value counts as chosen
+//! only with every server's vote. The
 //! `sometimes` property "value chosen" must be reached, so no check is vacuous.
 //!
 //! # What runs, exhaustively (every reachable state, searched to the end)
@@ -31,6 +33,15 @@
 //! | one PUT via s0, lossy network | 1 | 57,142 | CI |
 //! | contention, as above | 1 | 5,040,722 | deep |
 //! | PUT and concurrent GET, as above | 1 | 1,526,935 | deep |
+//! | fast ballot: PUT a via s0, then GET via s1 | 1 | 1,746,354 | CI |
+//! | fast ballot: PUT a via s0 and a concurrent GET via s1 | 0 | 13,412,997 | deep |
+//!
+//! With `fast`, a PUT first tries the fast ballot (`Round::start_fast`, Fast
+//! Paxos round 0, as `Node::fast_round`) and then one classic round. Two
+//! fast writers at once (fast contention) and the fast PUT with a concurrent
+//! GET are searched depth-first for a bounded time in CI (30 s each;
+//! `PAXOS_KV_MODEL_SECS` changes it): 3.2 M fast-contention states in 60 s,
+//! no violation; it does not finish in 15 minutes.
 //!
 //! CI (`cargo test --release`) runs this file, mutation tests included, in
 //! about a minute on 2 cores. `PAXOS_KV_MODEL_DEEP=1` adds the crash to the
@@ -66,7 +77,8 @@
 //! # Mutations (each must be caught)
 //!
 //! Accept below the promise, reply before the state is saved, a quorum read
-//! by value alone, and the ballot clock restored from zero; the first two
+//! by value alone, a second fast vote (caught in 7 steps as a chosen fast
+//! value lost from disk), and the ballot clock restored from zero; the first two
 //! are searched again without "chosen is durable", which catches them
 //! first, to show they also break agreement and linearizability. The last is
 //! caught only as a reused ballot: with the real acceptor's strict promise
@@ -303,6 +315,9 @@ enum Mutation {
     ClockFromZeroRepromise,
     /// A quorum read compares values alone, not (ballot, value) (invariant 4).
     ValueOnlyRead,
+    /// An acceptor votes again in the fast ballot, for another value (Fast
+    /// Paxos allows one fast vote per acceptor, ever).
+    SecondFastVote,
 }
 
 #[derive(Clone, Debug)]
@@ -315,6 +330,10 @@ struct Config {
     client_at_most_once: bool,
     /// Restarts in total (a server may also crash and stay down).
     max_restarts: u8,
+    /// A PUT first tries the fast ballot (`Round::start_fast`), as
+    /// `Node::propose` does when every peer answered lately, and goes on
+    /// with classic rounds when that attempt ends without a chosen value.
+    fast: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -391,7 +410,18 @@ impl Config {
             Request::Accept { ballot, .. } if *ballot < st.acceptor.promised);
         let repromise = matches!(&request,
             Request::Prepare { ballot } if *ballot == st.acceptor.promised);
-        let step = if (self.mutation == Mutation::AcceptBelowPromise && below_promise)
+        let second_fast_vote = matches!(&request,
+            Request::Accept { ballot, .. } if *ballot == Ballot::FAST
+                && st.acceptor.promised == Ballot::FAST
+                && !st.acceptor.decided);
+        let step = if self.mutation == Mutation::SecondFastVote && second_fast_vote {
+            // Broken: judge the fast accept as if no fast vote had been cast.
+            let unvoted = AcceptorState {
+                accepted: None,
+                ..st.acceptor.clone()
+            };
+            acceptor::handle(&unvoted, request)
+        } else if (self.mutation == Mutation::AcceptBelowPromise && below_promise)
             || (self.mutation == Mutation::ClockFromZeroRepromise && repromise)
         {
             // Broken: judge the accept (or the equal prepare) as if nothing
@@ -478,6 +508,21 @@ impl Config {
                     incarnation: st.incarnation,
                 };
                 broadcast(Some(tag), Request::Read, o);
+                st.ops.insert(key, coord);
+            }
+            Kind::Put(own) if self.fast => {
+                // `Node::fast_round`: phase 2 in the fast ballot, no phase 1;
+                // it does not count against the classic rounds.
+                let (round, accept) = Round::start_fast(members(), own);
+                coord.call += 1;
+                coord.phase = Phase::Proposing(round);
+                let tag = Tag {
+                    client,
+                    seq,
+                    call: coord.call,
+                    incarnation: st.incarnation,
+                };
+                broadcast(Some(tag), accept, o);
                 st.ops.insert(key, coord);
             }
             Kind::Put(_) => {
@@ -923,7 +968,7 @@ fn chosen_is_durable(state: &State) -> bool {
     }
     let mut lowest: BTreeMap<Value, Ballot> = BTreeMap::new();
     for (vote, n) in count {
-        if n >= quorum {
+        if n >= votes_to_choose(vote.ballot) {
             let b = lowest.entry(vote.value).or_insert(vote.ballot);
             *b = (*b).min(vote.ballot);
         }
@@ -940,17 +985,27 @@ fn chosen_is_durable(state: &State) -> bool {
     })
 }
 
-/// Values chosen: a majority of acceptors voted for them in one ballot
-/// (invariant 4's definition, over every vote ever cast).
+/// How many votes for one (ballot, value) choose it: a majority, or in the
+/// fast ballot, which may carry several values, every member.
+fn votes_to_choose(ballot: Ballot) -> usize {
+    if ballot == Ballot::FAST {
+        SERVERS
+    } else {
+        members().quorum()
+    }
+}
+
+/// Values chosen: a majority of acceptors voted for them in one ballot, or
+/// every acceptor in the fast ballot (invariant 4's definition, over every
+/// vote ever cast).
 fn chosen(votes: &BTreeSet<(NodeId, Accepted<Value>)>) -> BTreeSet<Value> {
     let mut count: BTreeMap<&Accepted<Value>, usize> = BTreeMap::new();
     for (_, vote) in votes {
         *count.entry(vote).or_default() += 1;
     }
-    let quorum = members().quorum();
     count
         .into_iter()
-        .filter(|(_, n)| *n >= quorum)
+        .filter(|(vote, n)| *n >= votes_to_choose(vote.ballot))
         .map(|(vote, _)| vote.value)
         .collect()
 }
@@ -1254,6 +1309,7 @@ impl Scenario {
                 max_rounds,
                 client_at_most_once: true,
                 max_restarts: 1,
+                fast: false,
             },
             clients: Vec::new(),
             crashes: 0,
@@ -1274,6 +1330,11 @@ impl Scenario {
 
     fn lossy(mut self) -> Self {
         self.lossy = true;
+        self
+    }
+
+    fn fast(mut self) -> Self {
+        self.cfg.fast = true;
         self
     }
 
@@ -1461,6 +1522,104 @@ fn real_core_is_safe_put_and_concurrent_get() {
             .client(vec![(1, Get)])
             .crashes(crashes),
     );
+}
+
+/// Seconds for a time-bounded search: `PAXOS_KV_MODEL_SECS`, else 30 (600
+/// under `PAXOS_KV_MODEL_DEEP=1`).
+fn bound_secs() -> u64 {
+    std::env::var("PAXOS_KV_MODEL_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if deep() { 600 } else { 30 })
+}
+
+/// The fast ballot (Fast Paxos round 0, `Node::fast_round`): two clients
+/// PUT different values through different servers, each first in the fast
+/// ballot, then (when that attempt cannot finish) in one classic round whose
+/// phase 1 must recover a fast value that may have been chosen. Too big to
+/// finish (over 15 minutes on 2 cores), so a depth-first search bounded in
+/// time (see [`bound_secs`]; 3.2 M states in 60 s): a bug finder over what
+/// it reaches, not a proof.
+#[test]
+fn real_core_is_safe_with_fast_ballot_contention_bounded() {
+    let mut scenario = contention(Mutation::None, 0).fast();
+    scenario.name = "fast-contention";
+    check_bounded(&scenario, bound_secs());
+}
+
+/// A fast-ballot PUT racing a GET through another server: the GET may see
+/// some of the fast votes and recover them, or report "not found".
+/// Exhaustive under `PAXOS_KV_MODEL_DEEP=1` (13.4 M states, about 3.5
+/// minutes on 2 cores); time-bounded in CI.
+#[test]
+fn real_core_is_safe_fast_put_and_concurrent_get() {
+    let scenario = Scenario::new("fast-put||get", Mutation::None, 1)
+        .fast()
+        .client(vec![(0, Put('a'))])
+        .client(vec![(1, Get)]);
+    if deep() {
+        check_safe(&scenario);
+    } else {
+        check_bounded(&scenario, bound_secs());
+    }
+}
+
+/// A depth-first search of `scenario` for at most `secs` seconds: every
+/// state it reaches must be safe (a bug finder, not a proof).
+fn check_bounded(scenario: &Scenario, secs: u64) {
+    let start = Instant::now();
+    let checker = scenario
+        .model()
+        .checker()
+        .threads(2)
+        .timeout(std::time::Duration::from_secs(secs))
+        .spawn_dfs()
+        .join();
+    println!(
+        "[{}] DFS bounded by {secs} s: {} unique states ({} generated), max depth {}, {:.1?}, {}",
+        scenario.name,
+        checker.unique_state_count(),
+        checker.state_count(),
+        checker.max_depth(),
+        start.elapsed(),
+        if start.elapsed().as_secs() < secs {
+            "exhaustive"
+        } else {
+            "stopped by the time bound (not exhaustive)"
+        }
+    );
+    for p in SAFETY {
+        if let Some(path) = checker.discovery(p) {
+            print_trace(scenario.name, p, &path);
+            panic!("[{}] violated: {p}", scenario.name);
+        }
+    }
+    assert!(
+        checker.discovery("value chosen").is_some(),
+        "[{}] no value chosen in what was explored",
+        scenario.name
+    );
+}
+
+/// A fast-ballot PUT, then a GET through another server, with one crash and
+/// restart anywhere: a fast value is durable and read back (a quorum read
+/// counts a fast value as chosen only with every member's vote).
+#[test]
+fn real_core_is_safe_fast_put_then_get_with_crash() {
+    let mut scenario = put_then_get_with_crash(Mutation::None, 1).fast();
+    scenario.name = "fast-put-then-get+crash";
+    check_safe(&scenario);
+}
+
+/// Fast Paxos broken: an acceptor casts a second fast vote for another
+/// value. Two values then collect every vote in the fast ballot, or a value
+/// chosen in it is lost from disk.
+#[test]
+fn mutation_second_fast_vote_is_caught() {
+    let mut scenario = contention(Mutation::SecondFastVote, 0).fast();
+    scenario.name = "fast-contention";
+    let (caught, steps) = check_caught(&scenario);
+    println!("second fast vote: caught by {caught:?} in {steps} steps");
 }
 
 /// Invariant 1 broken: an acceptor accepts below its promise. A vote for
