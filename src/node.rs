@@ -211,10 +211,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         key: &str,
         request: Request<Value>,
     ) -> Result<Reply8, StorageError> {
-        let (node, key) = (self.clone(), key.to_owned());
-        tokio::spawn(async move { node.acceptor_step(&key, request).await })
-            .await
-            .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))?
+        join_step(self.spawn_step(key.to_owned(), request)).await
     }
 
     /// [`Node::handle_acceptor`] for many requests at once (a peer's
@@ -226,20 +223,23 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> Vec<Result<Reply8, StorageError>> {
         let steps: Vec<_> = requests
             .into_iter()
-            .map(|(key, request)| {
-                let node = self.clone();
-                tokio::spawn(async move { node.acceptor_step(&key, request).await })
-            })
+            .map(|(key, request)| self.spawn_step(key, request))
             .collect();
         let mut replies = Vec::with_capacity(steps.len());
         for step in steps {
-            replies.push(
-                step.await
-                    .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))
-                    .and_then(|r| r),
-            );
+            replies.push(join_step(step).await);
         }
         replies
+    }
+
+    /// Runs one acceptor step in its own task (see [`Node::handle_acceptor`]).
+    fn spawn_step(
+        self: &Arc<Self>,
+        key: String,
+        request: Request<Value>,
+    ) -> tokio::task::JoinHandle<Result<Reply8, StorageError>> {
+        let node = self.clone();
+        tokio::spawn(async move { node.acceptor_step(&key, request).await })
     }
 
     async fn acceptor_step(
@@ -567,6 +567,14 @@ impl<S: Storage, T: Transport> Node<S, T> {
     fn announce(self: &Arc<Self>, key: &Arc<str>, ballot: Ballot, value: Value) {
         drop(self.broadcast(key, Request::Decide { ballot, value }));
     }
+}
+
+/// The result of a step from [`Node::spawn_step`].
+async fn join_step(
+    step: tokio::task::JoinHandle<Result<Reply8, StorageError>>,
+) -> Result<Reply8, StorageError> {
+    step.await
+        .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))?
 }
 
 fn same_or_conflict(chosen: Bytes, value: &Bytes) -> PutOutcome {

@@ -79,8 +79,7 @@ enum Write {
     Insert {
         key: Vec<u8>,
         record: Vec<u8>,
-        garbage: std::ops::Range<u32>,
-        chunks_of: String,
+        garbage: Vec<Vec<u8>>,
     },
     /// Several keys that must change atomically (a chunked value).
     Batch(sled::Batch),
@@ -93,11 +92,10 @@ impl Write {
                 key,
                 record,
                 garbage,
-                chunks_of,
             } => {
                 db.insert(key, record)?;
-                for i in garbage {
-                    db.remove(codec::chunk_key(&chunks_of, i))?;
+                for key in garbage {
+                    db.remove(key)?;
                 }
             }
             Write::Batch(batch) => db.apply_batch(batch)?,
@@ -241,8 +239,7 @@ impl Open {
         runtime.block_on(self.commit(Write::Insert {
             key: PROBE_KEY.to_vec(),
             record: stamp.to_be_bytes().to_vec(),
-            garbage: 0..0,
-            chunks_of: String::new(),
+            garbage: Vec::new(),
         }))
     }
 }
@@ -418,8 +415,7 @@ impl Storage for SledStorage {
                 .commit(Write::Insert {
                     key: codec::header_key(key),
                     record: header.encode(inline),
-                    garbage: 0..old_chunks,
-                    chunks_of: key.to_owned(),
+                    garbage: (0..old_chunks).map(|i| codec::chunk_key(key, i)).collect(),
                 })
                 .await;
         }
@@ -436,8 +432,7 @@ impl Storage for SledStorage {
                 .commit(Write::Insert {
                     key: codec::header_key(key),
                     record: header.encode(&[]),
-                    garbage: 0..0,
-                    chunks_of: String::new(),
+                    garbage: Vec::new(),
                 })
                 .await;
         }
@@ -470,8 +465,7 @@ impl Storage for SledStorage {
             .commit(Write::Insert {
                 key: ROUND_KEY.to_vec(),
                 record: mark.to_be_bytes().to_vec(),
-                garbage: 0..0,
-                chunks_of: String::new(),
+                garbage: Vec::new(),
             })
             .await
     }
