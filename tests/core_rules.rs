@@ -2089,13 +2089,20 @@ fn agreement_under_random_interleavings() {
 /// violation within a fixed, deterministic set of schedules.
 #[test]
 fn agreement_check_catches_a_forgetful_acceptor() {
+    assert_agreement_check_catches(forgetful_acceptor, "a forgetful acceptor");
+}
+
+/// Runs the agreement simulation over a fixed, deterministic set of
+/// schedules with `acceptor` in place of the real one, and asserts that it
+/// reports a broken guarantee.
+fn assert_agreement_check_catches(acceptor: sim::AcceptorFn, what: &str) {
     let mut cfg = Config::with_cases(2000);
     cfg.failure_persistence = None;
     cfg.max_shrink_iters = 0;
     let mut runner =
         TestRunner::new_with_rng(cfg, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let result = runner.run(&schedules(), |(agents, schedule)| {
-        sim::run(agents, &schedule, forgetful_acceptor).map_err(TestCaseError::fail)?;
+        sim::run(agents, &schedule, acceptor).map_err(TestCaseError::fail)?;
         Ok(())
     });
     match result {
@@ -2105,7 +2112,7 @@ fn agreement_check_catches_a_forgetful_acceptor() {
                 "unexpected failure: {reason}"
             );
         }
-        other => panic!("a forgetful acceptor went unnoticed: {other:?}"),
+        other => panic!("{what} went unnoticed: {other:?}"),
     }
 }
 
@@ -2130,24 +2137,7 @@ fn fast_revoting_acceptor(state: &AcceptorState<sim::V>, request: Request<sim::V
 /// that casts a second fast vote for another value, two values get chosen.
 #[test]
 fn agreement_check_catches_a_second_fast_vote() {
-    let mut cfg = Config::with_cases(2000);
-    cfg.failure_persistence = None;
-    cfg.max_shrink_iters = 0;
-    let mut runner =
-        TestRunner::new_with_rng(cfg, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
-    let result = runner.run(&schedules(), |(agents, schedule)| {
-        sim::run(agents, &schedule, fast_revoting_acceptor).map_err(TestCaseError::fail)?;
-        Ok(())
-    });
-    match result {
-        Err(TestError::Fail(reason, _)) => {
-            assert!(
-                reason.to_string().contains("broken"),
-                "unexpected failure: {reason}"
-            );
-        }
-        other => panic!("a second fast vote went unnoticed: {other:?}"),
-    }
+    assert_agreement_check_catches(fast_revoting_acceptor, "a second fast vote");
 }
 
 /// The fast round (`Round::start_fast`), one row each: chosen only with

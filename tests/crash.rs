@@ -561,6 +561,21 @@ async fn node1_rounds(client: &reqwest::Client, cluster: &Cluster, key: &str) ->
     rounds
 }
 
+/// Nodes 2 and 3 promise node 3's ballot (`round`, 3) for `key`: node 1's
+/// next PUT of `key` then cannot use the fast ballot and must go above it.
+async fn promise_on_2_and_3(client: &reqwest::Client, cluster: &Cluster, key: &str, round: u64) {
+    for id in [2, 3] {
+        let reply = peer_ok(
+            client,
+            &cluster.url(id),
+            "prepare",
+            prepare(key, 3, round, 3),
+        )
+        .await;
+        assert_eq!(reply["type"], "promise", "{reply}");
+    }
+}
+
 /// Invariant 2: a node never reuses a ballot, even across SIGKILL. Node 1
 /// proposes on three keys, pushed by foreign promises to round 5001 and
 /// past its first reservation block (rounds are reserved in blocks of
@@ -589,16 +604,7 @@ async fn restarted_node_never_reuses_a_ballot() {
     // far past it.
     let far = (3u64 << 20) + 7;
     for (key, round) in [("ballot/a", 1u64), ("ballot/b", 5_000), ("ballot/c", far)] {
-        for id in [2, 3] {
-            let reply = peer_ok(
-                &client,
-                &cluster.url(id),
-                "prepare",
-                prepare(key, 3, round, 3),
-            )
-            .await;
-            assert_eq!(reply["type"], "promise", "{reply}");
-        }
+        promise_on_2_and_3(&client, &cluster, key, round).await;
         put1(key).await;
     }
     let mut before = Vec::new();
@@ -621,10 +627,7 @@ async fn restarted_node_never_reuses_a_ballot() {
     let mut after = Vec::new();
     for key in ["ballot/d", "ballot/e"] {
         // A low foreign promise rules out the fast ballot, not the hint.
-        for id in [2, 3] {
-            let reply = peer_ok(&client, &cluster.url(id), "prepare", prepare(key, 3, 1, 3)).await;
-            assert_eq!(reply["type"], "promise", "{reply}");
-        }
+        promise_on_2_and_3(&client, &cluster, key, 1).await;
         put1(key).await;
         let rounds = node1_rounds(&client, &cluster, key).await;
         assert!(

@@ -1641,14 +1641,8 @@ async fn oversized_request_heads_get_431() {
     let root = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(tight(), root.path()).await;
     let node = cluster.node(1);
-    let filler = "x".repeat(paxos_kv::server::MAX_HEAD_BYTES + 1024);
-    let request = format!(
-        "PUT /v1/kv/huge HTTP/1.1\r\nHost: n\r\nX-Filler: {filler}\r\n\
-         Content-Length: 1\r\n\r\nv"
-    );
-    let response = exchange(node.addr, request.as_bytes())
-        .await
-        .expect("an answer, not a reset");
+    let response =
+        put_with_filler(node.addr, "huge", paxos_kv::server::MAX_HEAD_BYTES + 1024).await;
     assert_eq!(
         response.status,
         431,
@@ -1656,14 +1650,8 @@ async fn oversized_request_heads_get_431() {
         String::from_utf8_lossy(&response.body)
     );
     // Just under the cap is an ordinary request.
-    let filler = "x".repeat(paxos_kv::server::MAX_HEAD_BYTES / 2);
-    let request = format!(
-        "PUT /v1/kv/big-head HTTP/1.1\r\nHost: n\r\nX-Filler: {filler}\r\n\
-         Content-Length: 1\r\nConnection: close\r\n\r\nv"
-    );
-    let response = exchange(node.addr, request.as_bytes())
-        .await
-        .expect("answer");
+    let response =
+        put_with_filler(node.addr, "big-head", paxos_kv::server::MAX_HEAD_BYTES / 2).await;
     assert_eq!(
         response.status,
         201,
@@ -1675,6 +1663,19 @@ async fn oversized_request_heads_get_431() {
     assert_eq!(get.status().as_u16(), 404, "the refused PUT stored nothing");
     still_serves(node, "after/huge").await;
     cluster.stop().await;
+}
+
+/// A one-byte PUT of `key` whose head carries a header of `filler` bytes,
+/// on a fresh connection that closes after the answer.
+async fn put_with_filler(addr: SocketAddr, key: &str, filler: usize) -> RawResponse {
+    let filler = "x".repeat(filler);
+    let request = format!(
+        "PUT /v1/kv/{key} HTTP/1.1\r\nHost: n\r\nX-Filler: {filler}\r\n\
+         Content-Length: 1\r\nConnection: close\r\n\r\nv"
+    );
+    exchange(addr, request.as_bytes())
+        .await
+        .expect("an answer, not a reset")
 }
 
 /// Slowloris (issue 4 part 5): a client that sends its headers one byte at

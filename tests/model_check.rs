@@ -1799,38 +1799,9 @@ fn deep_two_writers_and_readers_with_crash() {
         println!("set PAXOS_KV_MODEL_DEEP=1 to run the deep configuration");
         return;
     }
-    let secs = std::env::var("PAXOS_KV_MODEL_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
     let scenario = Scenario::new("deep", Mutation::None, 1)
         .client(vec![(0, Put('a')), (1, Get)])
         .client(vec![(1, Put('b')), (2, Get)])
         .crashes(1);
-    let start = Instant::now();
-    let checker = scenario
-        .model()
-        .checker()
-        .threads(2)
-        .timeout(std::time::Duration::from_secs(secs))
-        .spawn_dfs()
-        .join();
-    println!(
-        "[deep] DFS: {} unique states ({} generated), max depth {}, {:.1?}, {}",
-        checker.unique_state_count(),
-        checker.state_count(),
-        checker.max_depth(),
-        start.elapsed(),
-        if start.elapsed().as_secs() >= secs {
-            "stopped by the time bound (not exhaustive)"
-        } else {
-            "exhaustive"
-        }
-    );
-    for p in SAFETY {
-        if let Some(path) = checker.discovery(p) {
-            print_trace("deep", p, &path);
-            panic!("[deep] violated: {p}");
-        }
-    }
+    check_bounded(&scenario, bound_secs());
 }
