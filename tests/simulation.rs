@@ -87,6 +87,7 @@ struct ForgetfulDisk {
     durable: BTreeMap<String, State>,
     cache: BTreeMap<String, State>,
     round_mark: u64,
+    meta: BTreeMap<String, Vec<u8>>,
     stores: u32,
     flush_every: u32,
 }
@@ -171,6 +172,45 @@ impl Storage for SimStorage {
             // The ballot reservation stays honest: this defect is about votes.
             Disk::Forgetful(f) => {
                 f.lock().unwrap().round_mark = mark;
+                Ok(())
+            }
+        }
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, State)>, StorageError> {
+        match &self.disk {
+            Disk::Honest(m) => m.scan(prefix, after, limit),
+            Disk::Forgetful(f) => {
+                let f = f.lock().unwrap();
+                let mut all = f.durable.clone();
+                all.extend(f.cache.clone());
+                Ok(all
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                    .take(limit)
+                    .collect())
+            }
+        }
+    }
+
+    fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match &self.disk {
+            Disk::Honest(m) => m.load_meta(name),
+            Disk::Forgetful(f) => Ok(f.lock().unwrap().meta.get(name).cloned()),
+        }
+    }
+
+    async fn store_meta(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.write_barrier().await?;
+        match &self.disk {
+            Disk::Honest(m) => m.store_meta(name, bytes).await,
+            Disk::Forgetful(f) => {
+                f.lock().unwrap().meta.insert(name.to_owned(), bytes);
                 Ok(())
             }
         }

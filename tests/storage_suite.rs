@@ -513,6 +513,64 @@ async fn one_mib_value_survives_a_restart<B: Backend>(backend: &B) {
     assert_eq!(got.accepted.unwrap().value.bytes.len(), 1 << 20);
 }
 
+/// `scan` lists registers by prefix, bytewise, in pages that start after a
+/// key; chunked values come back whole; node metadata is not a register.
+async fn scan_pages_by_prefix_in_key_order<B: Backend>(backend: &B) {
+    let s = backend.open();
+    assert!(s.is_blank().unwrap(), "a new store is blank");
+    let keys = [
+        "app/a",
+        "app/b/c",
+        "app/b/d",
+        "app0",
+        "apq",
+        "ap",
+        "b",
+        "app/\u{e9}t\u{e9}",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let size = if *key == "app/b/c" { 3 * 4096 + 5 } else { 3 };
+        let state = voted(
+            b(1, 1),
+            b(1, 1),
+            value(i as u64, noise(size, i as u64)),
+            false,
+        );
+        store(&s, key, &state).await;
+    }
+    s.store_meta("test", b"meta".to_vec()).await.unwrap();
+    assert!(!s.is_blank().unwrap());
+    let names = |page: Vec<(String, State)>| page.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.scan("app/", None, 100).unwrap()),
+        ["app/a", "app/b/c", "app/b/d", "app/\u{e9}t\u{e9}"]
+    );
+    assert_eq!(
+        names(s.scan("app/", None, 2).unwrap()),
+        ["app/a", "app/b/c"]
+    );
+    assert_eq!(
+        names(s.scan("app/", Some("app/b/c"), 2).unwrap()),
+        ["app/b/d", "app/\u{e9}t\u{e9}"]
+    );
+    assert!(s
+        .scan("app/", Some("app/\u{e9}t\u{e9}"), 2)
+        .unwrap()
+        .is_empty());
+    assert!(s.scan("app/", Some("zzz"), 2).unwrap().is_empty());
+    // `after` before the prefix starts at the prefix.
+    assert_eq!(names(s.scan("app/", Some("a"), 1).unwrap()), ["app/a"]);
+    assert_eq!(names(s.scan("", None, 100).unwrap()).len(), keys.len());
+    assert!(s.scan("zz", None, 10).unwrap().is_empty());
+    let big = s.scan("app/b/c", None, 1).unwrap();
+    assert_eq!(
+        big[0].1.accepted.as_ref().unwrap().value.bytes.len(),
+        3 * 4096 + 5
+    );
+    assert_eq!(s.load_meta("test").unwrap().as_deref(), Some(&b"meta"[..]));
+    assert_eq!(s.load_meta("other").unwrap(), None);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         /// The suite over real sled in a temp dir.
@@ -547,6 +605,7 @@ suite!(
     concurrent_stores_are_all_durable,
     state_survives_a_restart,
     one_mib_value_survives_a_restart,
+    scan_pages_by_prefix_in_key_order,
 );
 
 // ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ pub struct MemoryStorage {
 struct Inner {
     states: Mutex<BTreeMap<String, State>>,
     round_mark: Mutex<u64>,
+    meta: Mutex<BTreeMap<String, Vec<u8>>>,
     failing: AtomicBool,
 }
 
@@ -67,6 +68,40 @@ impl Storage for MemoryStorage {
     async fn store_round_mark(&self, mark: u64) -> Result<(), StorageError> {
         self.check()?;
         *self.inner.round_mark.lock().expect("poisoned") = mark;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, State)>, StorageError> {
+        use std::ops::Bound;
+        let states = self.inner.states.lock().expect("poisoned");
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(states
+            .range((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(key, state)| (key.clone(), state.clone()))
+            .collect())
+    }
+
+    fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.inner.meta.lock().expect("poisoned").get(name).cloned())
+    }
+
+    async fn store_meta(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.check()?;
+        self.inner
+            .meta
+            .lock()
+            .expect("poisoned")
+            .insert(name.to_owned(), bytes);
         Ok(())
     }
 

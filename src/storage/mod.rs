@@ -77,6 +77,33 @@ pub trait Storage: Send + Sync + 'static {
     /// Durably records the ballot reservation mark (DESIGN.md invariant 2).
     fn store_round_mark(&self, mark: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// Up to `limit` registers whose key starts with `prefix` and sorts
+    /// after `after` (bytewise), in key order, with their states. Reads
+    /// only what it returns: a page out of a large store costs the page.
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, State)>, StorageError>;
+
+    /// Whether no register and no ballot reservation was ever stored: a new
+    /// or wiped data directory.
+    fn is_blank(&self) -> Result<bool, StorageError> {
+        Ok(self.scan("", None, 1)?.is_empty() && self.load_round_mark()? == 0)
+    }
+
+    /// Node metadata stored under `name` (identity, known incarnations);
+    /// `None` when never written.
+    fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Durably stores node metadata under `name`, like [`Storage::store`].
+    fn store_meta(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
     /// Flushes everything to disk; called at shutdown.
     fn flush(&self) -> Result<(), StorageError>;
 

@@ -227,6 +227,30 @@ impl Open {
         Ok(value.freeze())
     }
 
+    /// The state of `key` from its record `raw` (reading chunks if any).
+    fn decode_state(&self, key: &str, raw: &[u8]) -> Result<State, StorageError> {
+        let (header, inline) = Header::decode(raw)?;
+        let accepted = match header.vote {
+            None => None,
+            Some(ballot) => Some(Accepted {
+                ballot,
+                value: Value {
+                    writer: header.writer,
+                    bytes: if header.inline {
+                        Bytes::copy_from_slice(inline)
+                    } else {
+                        self.read_value(key, &header)?
+                    },
+                },
+            }),
+        };
+        Ok(State {
+            promised: header.promised,
+            accepted,
+            decided: header.decided,
+        })
+    }
+
     /// A write through the sync thread, from a plain thread: shows that the
     /// disk takes writes again.
     fn probe(&self) -> Result<(), StorageError> {
@@ -359,29 +383,10 @@ fn recover(shared: &Shared) {
 impl Storage for SledStorage {
     fn load(&self, key: &str) -> Result<State, StorageError> {
         let open = self.open_db()?;
-        let Some(raw) = open.db.get(codec::header_key(key))? else {
-            return Ok(State::default());
-        };
-        let (header, inline) = Header::decode(&raw)?;
-        let accepted = match header.vote {
-            None => None,
-            Some(ballot) => Some(Accepted {
-                ballot,
-                value: Value {
-                    writer: header.writer,
-                    bytes: if header.inline {
-                        Bytes::copy_from_slice(inline)
-                    } else {
-                        open.read_value(key, &header)?
-                    },
-                },
-            }),
-        };
-        Ok(State {
-            promised: header.promised,
-            accepted,
-            decided: header.decided,
-        })
+        match open.db.get(codec::header_key(key))? {
+            None => Ok(State::default()),
+            Some(raw) => open.decode_state(key, &raw),
+        }
     }
 
     async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
@@ -465,6 +470,55 @@ impl Storage for SledStorage {
             .commit(Write::Insert {
                 key: ROUND_KEY.to_vec(),
                 record: mark.to_be_bytes().to_vec(),
+                garbage: Vec::new(),
+            })
+            .await
+    }
+
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, State)>, StorageError> {
+        let open = self.open_db()?;
+        let start = match after {
+            Some(after) if after >= prefix => {
+                let mut k = codec::header_key(after);
+                k.push(0); // the smallest key above `after`
+                k
+            }
+            _ => codec::header_key(prefix),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in open.db.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw) = item?;
+            let Some(key) = raw_key.strip_prefix(b"s") else {
+                break;
+            };
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = std::str::from_utf8(key)
+                .map_err(|_| StorageError::Corrupt("a stored key is not UTF-8".into()))?;
+            out.push((key.to_owned(), open.decode_state(key, &raw)?));
+        }
+        Ok(out)
+    }
+
+    fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let open = self.open_db()?;
+        Ok(open.db.get(codec::meta_key(name))?.map(|v| v.to_vec()))
+    }
+
+    async fn store_meta(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.open_db()?
+            .commit(Write::Insert {
+                key: codec::meta_key(name),
+                record: bytes,
                 garbage: Vec::new(),
             })
             .await
