@@ -16,15 +16,15 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::key::{parse_key, validate_key, KeyError};
-use crate::node::{Node, NodeError, PutOutcome};
+use crate::node::{AcceptorError, Node, NodeError, PutOutcome};
 use crate::paxos::{Members, NodeId};
 use crate::server::ConnectionStats;
 use crate::storage::Storage;
 use crate::transport::wire::{
-    Base64, BatchReply, BatchResponse, Op, PeerBatch, PeerRequest, PeerResponse, BATCH_VALUE_BYTES,
-    MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+    Base64, BatchReply, BatchResponse, FenceReply, FenceRequest, HelloRequest, PeerBatch,
+    ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
 };
-use crate::transport::Transport;
+use crate::transport::{Control, ControlReply, Transport};
 
 /// Everything the handlers share.
 pub struct AppState<S, T> {
@@ -78,6 +78,16 @@ pub enum ApiError {
     /// 503: the node serves as many connections as it may.
     #[error("this node has too many open connections; retry later or ask another node")]
     Overloaded,
+    /// 409 on a peer route: the sender belongs to another cluster or
+    /// membership epoch (docs/design.md, invariant 10).
+    #[error("{0}")]
+    OtherCluster(String),
+    /// 503 (or 500) on a peer route: the acceptor gave no answer.
+    #[error(transparent)]
+    Acceptor(#[from] AcceptorError),
+    /// 503 on `/ready`: the node does not serve clients.
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -89,10 +99,15 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::Node(NodeError::Unavailable) | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Node(NodeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Node(NodeError::Unavailable | NodeError::NotServing(_))
+            | ApiError::Overloaded
+            | ApiError::NotReady(_)
+            | ApiError::Acceptor(
+                AcceptorError::NotServing(_) | AcceptorError::Overloaded | AcceptorError::Fenced(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Node(NodeError::Storage(_))
+            | ApiError::Acceptor(AcceptorError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OtherCluster(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -156,6 +171,7 @@ pub fn router<S: Storage, T: Transport>(state: Arc<AppState<S, T>>) -> Router {
             post(peer::<S, T>).fallback(method_not_allowed),
         )
         .route("/health", get(health).fallback(method_not_allowed))
+        .route("/ready", get(ready::<S, T>).fallback(method_not_allowed))
         .route(
             "/v1/status",
             get(status::<S, T>).fallback(method_not_allowed),
@@ -278,36 +294,104 @@ async fn peer<S: Storage, T: Transport>(
     if !authorized(state.token.as_deref(), &headers) {
         return Err(ApiError::Unauthorized);
     }
-    let op = match uri.path().strip_prefix("/v1/paxos/").unwrap_or_default() {
-        "prepare" => Op::Prepare,
-        "accept" => Op::Accept,
-        "read" => Op::Read,
-        "decide" => Op::Decide,
-        "batch" => {
-            return peer_batch(&state, body)
-                .await
-                .map(IntoResponse::into_response)
+    match uri.path().strip_prefix("/v1/paxos/").unwrap_or_default() {
+        "batch" => peer_batch(&state, body)
+            .await
+            .map(IntoResponse::into_response),
+        "hello" => {
+            let hello: HelloRequest = control_body(&state, body).await?;
+            check_version(hello.version)?;
+            check_sender(state.node.members(), hello.from)?;
+            let reply = control(
+                &state,
+                hello.from,
+                Control::Hello {
+                    digest: hello.digest,
+                },
+            )
+            .await?;
+            match reply {
+                ControlReply::Hello(reply) => Ok(Json(reply).into_response()),
+                other => Err(unexpected(other)),
+            }
         }
-        _ => return Err(ApiError::NoRoute),
-    };
-    let body = read_body(
-        body,
-        peer_body_limit(state.max_value_bytes),
-        state.body_timeout,
-    )
-    .await?;
-    let message: PeerRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
-    let node = &state.node;
-    check_sender(node.members(), message.from)?;
-    check_message(&state, &message.key, message.value.as_ref())?;
-    let key = message.key.clone();
-    let request = message.into_request(op).map_err(ApiError::BadPeerMessage)?;
-    let reply = node
-        .handle_acceptor(&key, request)
-        .await
-        .map_err(NodeError::from)?;
-    Ok(Json(PeerResponse::new(node.id(), reply)).into_response())
+        "fence" => {
+            let fence: FenceRequest = control_body(&state, body).await?;
+            check_version(fence.version)?;
+            check_sender(state.node.members(), fence.from)?;
+            state
+                .node
+                .admit_peer(fence.from, &fence.cluster, fence.epoch)
+                .map_err(ApiError::OtherCluster)?;
+            let message = Control::Fence {
+                incarnation: fence.incarnation,
+            };
+            match control(&state, fence.from, message).await? {
+                ControlReply::Fenced(recorded) => Ok(Json(FenceReply {
+                    version: PROTOCOL_VERSION,
+                    from: state.node.id(),
+                    recorded,
+                })
+                .into_response()),
+                other => Err(unexpected(other)),
+            }
+        }
+        "scan" => {
+            let scan: ScanRequest = control_body(&state, body).await?;
+            check_version(scan.version)?;
+            check_sender(state.node.members(), scan.from)?;
+            state
+                .node
+                .admit_peer(scan.from, &scan.cluster, scan.epoch)
+                .map_err(ApiError::OtherCluster)?;
+            let message = Control::Scan {
+                after: scan.after,
+                limit: scan.limit,
+            };
+            match control(&state, scan.from, message).await? {
+                ControlReply::Keys { keys, more } => Ok(Json(ScanReply {
+                    version: PROTOCOL_VERSION,
+                    from: state.node.id(),
+                    keys,
+                    more,
+                })
+                .into_response()),
+                other => Err(unexpected(other)),
+            }
+        }
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+/// The body of a node-level message (small JSON).
+async fn control_body<S, T, M: serde::de::DeserializeOwned>(
+    state: &AppState<S, T>,
+    body: Body,
+) -> Result<M, ApiError> {
+    let body = read_body(body, 64 * 1024, state.body_timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))
+}
+
+async fn control<S: Storage, T: Transport>(
+    state: &AppState<S, T>,
+    from: NodeId,
+    message: Control,
+) -> Result<ControlReply, ApiError> {
+    Ok(state.node.handle_control(from, message).await?)
+}
+
+fn unexpected(reply: ControlReply) -> ApiError {
+    ApiError::BadPeerMessage(format!("internal: unexpected answer {reply:?}"))
+}
+
+fn check_version(version: u32) -> Result<(), ApiError> {
+    if version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(ApiError::BadPeerMessage(format!(
+            "peer protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})"
+        )))
+    }
 }
 
 /// `/v1/paxos/batch`: every message is checked before any is applied, so a
@@ -326,7 +410,10 @@ async fn peer_batch<S: Storage, T: Transport>(
     let batch: PeerBatch =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
     let node = &state.node;
+    check_version(batch.version)?;
     check_sender(node.members(), batch.from)?;
+    node.admit_peer(batch.from, &batch.cluster, batch.epoch)
+        .map_err(ApiError::OtherCluster)?;
     if batch.messages.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::BadPeerMessage(format!(
             "a batch of {} messages is over the limit of {MAX_BATCH_MESSAGES}",
@@ -342,18 +429,20 @@ async fn peer_batch<S: Storage, T: Transport>(
                 .map_err(ApiError::BadPeerMessage)?,
         );
     }
+    let incarnation = node.identity().incarnation;
     let replies = node
         .handle_acceptor_batch(requests)
         .await
         .into_iter()
-        .map(|reply| match reply {
-            Ok(reply) => BatchReply::Ok(PeerResponse::new(node.id(), reply).reply),
+        .map(|answer| match answer {
+            Ok(answer) => BatchReply::reply(answer.reply),
             Err(e) => BatchReply::Error(e.to_string()),
         })
         .collect();
     Ok(Json(BatchResponse {
         version: PROTOCOL_VERSION,
         from: node.id(),
+        incarnation,
         replies,
     }))
 }
@@ -386,6 +475,21 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 while this node serves clients and counts in quorums; 503 with the
+/// reason while its cluster forms, it rebuilds, or its disk failed.
+async fn ready<S: Storage, T: Transport>(
+    State(state): State<Arc<AppState<S, T>>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let health = state.node.health();
+    match health.reason() {
+        None => Ok(Json(json!({ "status": "ready" }))),
+        Some(why) => Err(ApiError::NotReady(format!(
+            "this node is {}: {why}",
+            health.name()
+        ))),
+    }
+}
+
 /// How recently a peer must have answered to count as reachable.
 const RECENT: Duration = Duration::from_secs(10);
 
@@ -409,11 +513,25 @@ async fn status<S: Storage, T: Transport>(
             })
         })
         .collect();
+    let identity = node.identity();
+    let health = node.health();
+    let notes: serde_json::Map<String, serde_json::Value> = node
+        .peer_notes()
+        .into_iter()
+        .map(|(id, why)| (id.to_string(), json!(why)))
+        .collect();
     Json(json!({
         "id": node.id(),
         "version": env!("CARGO_PKG_VERSION"),
+        "state": health.name(),
+        "reason": health.reason(),
+        "cluster": (!identity.cluster.is_empty()).then_some(&identity.cluster),
+        "epoch": identity.epoch,
+        "incarnation": identity.incarnation,
+        "known_incarnations": identity.known,
         "quorum": node.members().quorum(),
         "members": members,
+        "refused_peers": notes,
     }))
 }
 

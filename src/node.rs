@@ -11,16 +11,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio::time::Instant;
 
+use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
-    acceptor, Ballot, BallotClock, Members, NodeId, Progress, ReadProgress, ReadRound, Reply,
-    Request, Round, Step,
+    acceptor, Ballot, BallotClock, Fence, Members, NodeId, Progress, ReadProgress, ReadRound,
+    Reply, Request, Round, Step,
 };
 use crate::storage::{Storage, StorageError};
-use crate::transport::{PeerHandler, Transport, TransportError};
+use crate::transport::{
+    Answer, Control, ControlReply, Envelope, PeerHandler, Transport, TransportError,
+};
 use crate::value::Value;
 
 /// Timing knobs of a node.
@@ -62,10 +65,82 @@ pub enum NodeError {
         "no majority of nodes answered in time; the outcome is unknown, retry the same request"
     )]
     Unavailable,
+    /// This node does not serve yet (its cluster is forming, or it rebuilds
+    /// after losing its disk) or no longer does (its disk failed).
+    #[error("this node is not serving: {0}")]
+    NotServing(String),
     /// This node's storage failed.
     #[error("{0}")]
     Storage(#[from] StorageError),
 }
+
+/// Why an acceptor gave no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcceptorError {
+    /// The node's storage failed: nothing may claim durability.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    /// The node casts no vote and makes no promise in this state.
+    #[error("this node is not serving: {0}")]
+    NotServing(String),
+    /// The node has as many acceptor steps in progress as it may.
+    #[error("this node's acceptor is overloaded; retry")]
+    Overloaded,
+    /// The accept's round relied on a promise of an incarnation that has
+    /// since lost its disk (docs/design.md, invariant 8).
+    #[error("the round relied on a promise of node {0} made before it lost its disk; retry with a new ballot")]
+    Fenced(NodeId),
+}
+
+/// A node's lifecycle state (`/ready`, `/v1/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// New, with no data: waiting for its peers to start a cluster or to
+    /// show that one exists.
+    Joining(String),
+    /// Rebuilding its acceptor state from a majority of the other members
+    /// after losing its disk (or resuming such a rebuild).
+    Recovering(String),
+    /// Voting and serving clients.
+    Serving,
+    /// Its storage failed; it serves nothing until it has rebuilt.
+    Failed(String),
+}
+
+impl Health {
+    /// The state's name: `joining`, `recovering`, `serving` or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Health::Joining(_) => "joining",
+            Health::Recovering(_) => "recovering",
+            Health::Serving => "serving",
+            Health::Failed(_) => "failed",
+        }
+    }
+
+    /// Why the node does not serve, when it does not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Health::Joining(why) | Health::Recovering(why) | Health::Failed(why) => Some(why),
+            Health::Serving => None,
+        }
+    }
+}
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be read.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    /// The data directory belongs to someone else, or is unreadable.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// Most acceptor steps a node runs at once; past it, peers are answered
+/// "overloaded" at once instead of piling tasks up behind a slow disk.
+pub const MAX_ACCEPTOR_STEPS: usize = 4096;
 
 /// The answer to a PUT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,22 +164,30 @@ pub enum ReadPath {
     Recovered,
 }
 
+/// How a fast attempt ended.
+enum Fast {
+    /// Every member accepted (or one knew the chosen value).
+    Chosen(Value),
+    /// Go on with classic rounds above `seen` (the highest promise a
+    /// refusal reported; [`Ballot::ZERO`] when none did).
+    Fallback { seen: Ballot },
+}
+
 /// The result of a finished proposer loop.
 enum Finished {
     Chosen(Value),
     Empty,
 }
 
-type Reply8 = Reply<Value>;
-type CallResult = Result<Reply8, String>;
+type CallResult = Result<Answer, String>;
 
 /// One member of the cluster.
 pub struct Node<S, T> {
-    id: NodeId,
-    members: Members,
-    timing: Timing,
-    storage: S,
-    transport: T,
+    pub(crate) id: NodeId,
+    pub(crate) members: Members,
+    pub(crate) timing: Timing,
+    pub(crate) storage: S,
+    pub(crate) transport: T,
     /// Serializes load-handle-store per key (striped by key hash).
     key_locks: Vec<Mutex<()>>,
     clock: Mutex<BallotClock>,
@@ -112,6 +195,16 @@ pub struct Node<S, T> {
     /// When each peer last answered.
     last_seen: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     metrics: Metrics,
+    /// Cluster, incarnation, known peer incarnations (invariants 8, 10).
+    pub(crate) identity: std::sync::RwLock<Identity>,
+    /// Serializes writes of the identity.
+    pub(crate) identity_write: Mutex<()>,
+    /// Whether this node votes and serves.
+    pub(crate) health: watch::Sender<Health>,
+    /// Why peers were refused (another cluster or membership), for status.
+    pub(crate) peer_notes: std::sync::Mutex<BTreeMap<NodeId, String>>,
+    /// Bounds the acceptor steps in progress.
+    acceptor_slots: Arc<Semaphore>,
 }
 
 const KEY_LOCK_STRIPES: usize = 4096;
@@ -128,11 +221,104 @@ impl<S: Storage, T: Transport> Node<S, T> {
         transport: T,
         seed: Option<u64>,
     ) -> Result<Arc<Self>, StorageError> {
+        let urls = members.iter().map(|m| (m, String::new())).collect();
+        let identity = match storage.load_meta(META_NAME)? {
+            Some(bytes) => {
+                Identity::decode(&bytes, id).map_err(|e| StorageError::Corrupt(e.to_string()))?
+            }
+            None => Identity::new("local".into(), id, &urls),
+        };
+        let health = if identity.rebuilt {
+            Health::Serving
+        } else {
+            Health::Recovering("resuming a rebuild".into())
+        };
+        Self::build(
+            id, members, timing, storage, transport, seed, identity, health,
+        )
+    }
+
+    /// A production node over `storage`, with the identity the data
+    /// directory records (docs/design.md, invariant 8):
+    /// - an identity whose rebuild finished: serving at once;
+    /// - an identity whose rebuild did not finish: recovering;
+    /// - no identity but data (a directory of an earlier release): serving,
+    ///   under a cluster id derived from the membership alone;
+    /// - no identity and no data (new, or wiped): joining, until its peers
+    ///   say whether the cluster exists ([`Node::run_lifecycle`] decides).
+    ///
+    /// `urls` is the membership of `--peers`; a stored membership wins over
+    /// it (and the difference is logged).
+    pub fn open(
+        id: NodeId,
+        urls: &BTreeMap<NodeId, String>,
+        timing: Timing,
+        storage: S,
+        transport: T,
+        seed: Option<u64>,
+    ) -> Result<Arc<Self>, StartError> {
+        let (identity, health) = match storage.load_meta(META_NAME)? {
+            Some(bytes) => {
+                let identity = Identity::decode(&bytes, id)?;
+                if &identity.members != urls {
+                    tracing::warn!(
+                        stored = ?identity.members,
+                        flags = ?urls,
+                        "--peers differs from the membership stored in the data directory; the stored membership wins"
+                    );
+                }
+                let health = if identity.rebuilt {
+                    Health::Serving
+                } else {
+                    Health::Recovering(
+                        "resuming a rebuild that was interrupted: this node lost its disk and \
+                         copies its state from a majority of the other members"
+                            .into(),
+                    )
+                };
+                (identity, health)
+            }
+            None if !storage.is_blank()? => {
+                let cluster = crate::identity::legacy_cluster_id(urls);
+                tracing::info!(%cluster, "a data directory of an earlier release: giving it an identity");
+                (Identity::new(cluster, id, urls), Health::Serving)
+            }
+            None => {
+                let mut identity = Identity::new(String::new(), id, urls);
+                identity.rebuilt = false;
+                let why = "new, with no data: waiting until every member answers (a new \
+                           cluster starts) or any member shows the cluster exists (this node \
+                           then rebuilds from the others)";
+                (identity, Health::Joining(why.into()))
+            }
+        };
+        let members = Members::new(identity.members.keys().copied());
+        Ok(Self::build(
+            id, members, timing, storage, transport, seed, identity, health,
+        )?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        id: NodeId,
+        members: Members,
+        timing: Timing,
+        storage: S,
+        transport: T,
+        seed: Option<u64>,
+        identity: Identity,
+        health: Health,
+    ) -> Result<Arc<Self>, StorageError> {
         let mark = storage.load_round_mark()?;
         let rng = match seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        transport.set_envelope(Envelope {
+            cluster: identity.cluster.clone(),
+            epoch: identity.epoch,
+            incarnation: identity.incarnation,
+        });
         Ok(Arc::new(Node {
             id,
             members,
@@ -144,7 +330,97 @@ impl<S: Storage, T: Transport> Node<S, T> {
             rng: std::sync::Mutex::new(rng),
             last_seen: std::sync::Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
+            identity: std::sync::RwLock::new(identity),
+            identity_write: Mutex::new(()),
+            health: watch::Sender::new(health),
+            peer_notes: std::sync::Mutex::new(BTreeMap::new()),
+            acceptor_slots: Arc::new(Semaphore::new(MAX_ACCEPTOR_STEPS)),
         }))
+    }
+
+    /// This node's lifecycle state.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// A copy of this node's identity.
+    pub fn identity(&self) -> Identity {
+        self.identity.read().expect("poisoned").clone()
+    }
+
+    /// Why peers were refused lately (another cluster or membership).
+    pub fn peer_notes(&self) -> BTreeMap<NodeId, String> {
+        self.peer_notes.lock().expect("poisoned").clone()
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        if *self.health.borrow() != health {
+            match health.reason() {
+                None => tracing::info!(state = health.name(), "node state"),
+                Some(why) => tracing::warn!(state = health.name(), reason = why, "node state"),
+            }
+        }
+        self.health.send_replace(health);
+    }
+
+    /// Makes `identity` durable, then current (transport envelope included).
+    pub(crate) async fn save_identity(&self, identity: Identity) -> Result<(), StorageError> {
+        self.storage
+            .store_meta(META_NAME, identity.encode())
+            .await
+            .inspect_err(|_| self.storage_failed())?;
+        self.transport.set_envelope(Envelope {
+            cluster: identity.cluster.clone(),
+            epoch: identity.epoch,
+            incarnation: identity.incarnation,
+        });
+        *self.identity.write().expect("poisoned") = identity;
+        Ok(())
+    }
+
+    /// Whether a peer message of `cluster` and `epoch` from `from` belongs
+    /// to this node's cluster and membership (invariant 10); the reason
+    /// when not, noted for `/v1/status` and logged once per change.
+    pub fn admit_peer(&self, from: NodeId, cluster: &str, epoch: u64) -> Result<(), String> {
+        let mine = self.identity.read().expect("poisoned");
+        let refusal = if mine.cluster.is_empty() {
+            Some("this node has not joined its cluster yet".to_string())
+        } else if cluster != mine.cluster {
+            Some(format!(
+                "node {from} belongs to cluster {cluster:?}, this node to {:?} (different --peers, or a data directory of another cluster)",
+                mine.cluster
+            ))
+        } else if epoch != mine.epoch {
+            Some(format!(
+                "node {from} is at membership epoch {epoch}, this node at {}",
+                mine.epoch
+            ))
+        } else {
+            None
+        };
+        drop(mine);
+        match refusal {
+            None => {
+                let mut notes = self.peer_notes.lock().expect("poisoned");
+                if !notes.is_empty() && notes.remove(&from).is_some() {
+                    tracing::info!(peer = from, "peer admitted again");
+                }
+                Ok(())
+            }
+            Some(why) => {
+                self.note_peer(from, &why);
+                Err(why)
+            }
+        }
+    }
+
+    /// Records why `peer` was refused (logged when it changes).
+    pub(crate) fn note_peer(&self, peer: NodeId, why: &str) {
+        let mut notes = self.peer_notes.lock().expect("poisoned");
+        if notes.get(&peer).map(String::as_str) != Some(why) {
+            tracing::warn!(peer, reason = why, "peer refused");
+            notes.insert(peer, why.to_owned());
+        }
     }
 
     /// This node's id.
@@ -190,7 +466,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         let mut calls = tokio::task::JoinSet::new();
         for peer in quiet_peers {
             let (node, key, request) = (self.clone(), key.to_owned(), request.clone());
-            calls.spawn(async move { node.call(peer, &key, request).await });
+            calls.spawn(async move { node.call(peer, &key, request, Fence::default()).await });
         }
         while calls.join_next().await.is_some() {}
     }
@@ -198,7 +474,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
     // ----- acceptor side -----
 
     /// Applies one acceptor request for `key` and returns the reply, which
-    /// is only produced after the new state is durable (invariant 1).
+    /// is only produced after the new state is durable (invariant 1), with
+    /// this node's incarnation. An accept whose `fence` names a superseded
+    /// incarnation is refused (invariant 8). A node that does not serve
+    /// answers nothing (it votes in nothing while it rebuilds).
     ///
     /// The load-handle-store step runs in its own task, so it finishes even
     /// when the caller gives up (a peer's HTTP request times out and axum
@@ -210,8 +489,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
         self: &Arc<Self>,
         key: &str,
         request: Request<Value>,
-    ) -> Result<Reply8, StorageError> {
-        join_step(self.spawn_step(key.to_owned(), request)).await
+        fence: Fence,
+    ) -> Result<Answer, AcceptorError> {
+        let step = self.spawn_step(key.to_owned(), request, fence)?;
+        join_step(step).await
     }
 
     /// [`Node::handle_acceptor`] for many requests at once (a peer's
@@ -219,50 +500,103 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// the replies come back in order.
     pub async fn handle_acceptor_batch(
         self: &Arc<Self>,
-        requests: Vec<(String, Request<Value>)>,
-    ) -> Vec<Result<Reply8, StorageError>> {
+        requests: Vec<(String, Request<Value>, Fence)>,
+    ) -> Vec<Result<Answer, AcceptorError>> {
         let steps: Vec<_> = requests
             .into_iter()
-            .map(|(key, request)| self.spawn_step(key, request))
+            .map(|(key, request, fence)| self.spawn_step(key, request, fence))
             .collect();
         let mut replies = Vec::with_capacity(steps.len());
         for step in steps {
-            replies.push(join_step(step).await);
+            replies.push(match step {
+                Ok(step) => join_step(step).await,
+                Err(e) => Err(e),
+            });
         }
         replies
     }
 
-    /// Runs one acceptor step in its own task (see [`Node::handle_acceptor`]).
+    /// Runs one acceptor step in its own task (see [`Node::handle_acceptor`]),
+    /// or refuses at once: when this node does not serve, or has
+    /// [`MAX_ACCEPTOR_STEPS`] steps in progress already.
     fn spawn_step(
         self: &Arc<Self>,
         key: String,
         request: Request<Value>,
-    ) -> tokio::task::JoinHandle<Result<Reply8, StorageError>> {
+        fence: Fence,
+    ) -> Result<StepHandle, AcceptorError> {
+        if let Some(why) = self.health.borrow().reason() {
+            return Err(AcceptorError::NotServing(why.to_owned()));
+        }
+        let slot = self
+            .acceptor_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AcceptorError::Overloaded)?;
         let node = self.clone();
-        tokio::spawn(async move { node.acceptor_step(&key, request).await })
+        Ok(tokio::spawn(async move {
+            let answer = node.acceptor_step(&key, request, &fence).await;
+            drop(slot);
+            answer
+        }))
     }
 
     async fn acceptor_step(
         &self,
         key: &str,
         request: Request<Value>,
-    ) -> Result<Reply8, StorageError> {
+        fence: &Fence,
+    ) -> Result<Answer, AcceptorError> {
         inc(&self.metrics.acceptor_requests);
+        let incarnation = {
+            let identity = self.identity.read().expect("poisoned");
+            if let Request::Accept { .. } = request {
+                identity
+                    .known()
+                    .admits(fence)
+                    .map_err(AcceptorError::Fenced)?;
+            }
+            identity.incarnation
+        };
         let _guard = self.key_lock(key).lock().await;
         let state = self
             .storage
             .load(key)
             .inspect_err(|_| self.storage_failed())?;
-        match acceptor::handle(&state, request) {
-            Step::Reply(reply) => Ok(reply),
+        let reply = match acceptor::handle(&state, request) {
+            Step::Reply(reply) => reply,
             Step::Persist(persist) => {
                 self.storage
                     .store(key, persist.state())
                     .await
                     .inspect_err(|_| self.storage_failed())?;
-                Ok(persist.reply_once_durable().1)
+                persist.reply_once_durable().1
             }
-        }
+        };
+        Ok(Answer { reply, incarnation })
+    }
+
+    /// Installs a rebuilt state for `key` (see `src/rejoin.rs`): only while
+    /// this node does not serve, under the key's lock, durable on return.
+    pub(crate) async fn install(
+        &self,
+        key: &str,
+        state: &crate::storage::State,
+    ) -> Result<(), StorageError> {
+        let _guard = self.key_lock(key).lock().await;
+        self.storage
+            .store(key, state)
+            .await
+            .inspect_err(|_| self.storage_failed())
+    }
+
+    /// Answers a node-level message from `from` (see `src/rejoin.rs`).
+    pub async fn handle_control(
+        self: &Arc<Self>,
+        from: NodeId,
+        message: Control,
+    ) -> Result<ControlReply, AcceptorError> {
+        crate::rejoin::handle_control(self, from, message).await
     }
 
     fn key_lock(&self, key: &str) -> &Mutex<()> {
@@ -280,6 +614,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Writes `value` to the register `key` once (API.md `PUT`).
     pub async fn put(self: &Arc<Self>, key: &str, value: Bytes) -> Result<PutOutcome, NodeError> {
         let deadline = Instant::now() + self.timing.request_timeout;
+        if let Err(e) = self.serving_by(deadline).await {
+            inc(&self.metrics.unavailable);
+            return Err(e);
+        }
         let own = Value {
             writer: self.rng.lock().expect("poisoned").random(),
             bytes: value,
@@ -325,6 +663,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         key: &str,
     ) -> Result<(Option<Bytes>, ReadPath), NodeError> {
         let deadline = Instant::now() + self.timing.request_timeout;
+        self.serving_by(deadline).await?;
         // DESIGN.md GET step 1: a decided register is immutable (invariant 5).
         if let Some(value) = self.local_decided(key)? {
             return Ok((Some(value), ReadPath::Local));
@@ -332,7 +671,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         // Steps 2-4: a quorum read comparing (ballot, value).
         let key: Arc<str> = Arc::from(key);
         let mut read = ReadRound::start(self.members.clone());
-        let mut replies = self.broadcast(&key, Request::Read);
+        let mut replies = self.broadcast(&key, Request::Read, Fence::default());
         let mut answered = 0usize;
         let mut straggler_deadline: Option<Instant> = None;
         let progress = loop {
@@ -340,9 +679,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
             let progress = match tokio::time::timeout_at(until, replies.recv()).await {
                 Err(_) if Instant::now() >= deadline => return Err(NodeError::Unavailable),
                 Err(_) | Ok(None) => read.give_up(),
-                Ok(Some((from, Ok(reply)))) => {
+                Ok(Some((from, Ok(answer)))) => {
                     answered += 1;
-                    read.on_reply(from, reply)
+                    read.on_reply(from, answer.reply)
                 }
                 Ok(Some((from, Err(_)))) => read.on_unreachable(from),
             };
@@ -372,6 +711,23 @@ impl<S: Storage, T: Transport> Node<S, T> {
         }
     }
 
+    /// Waits until this node serves, at most until `deadline`: a request
+    /// that arrives while the cluster forms is answered once it has formed;
+    /// one on a node that rebuilds (or whose disk failed) ends in 503 with
+    /// the reason. A node that does not serve coordinates nothing either:
+    /// its ballot clock may be behind the rounds it used before it lost its
+    /// disk until its rebuild has moved it past them.
+    async fn serving_by(&self, deadline: Instant) -> Result<(), NodeError> {
+        let mut health = self.health.subscribe();
+        let serving = async { health.wait_for(|h| *h == Health::Serving).await.map(|_| ()) };
+        match tokio::time::timeout_at(deadline, serving).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(NodeError::NotServing(
+                self.health().reason().unwrap_or("it stopped").to_owned(),
+            )),
+        }
+    }
+
     fn local_decided(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         let state = self
             .storage
@@ -390,12 +746,15 @@ impl<S: Storage, T: Transport> Node<S, T> {
         deadline: Instant,
     ) -> Result<Finished, NodeError> {
         let key: Arc<str> = Arc::from(key);
+        let mut seen_round = 0u64;
         if let Some(value) = own.as_ref().filter(|_| self.every_peer_answered_lately()) {
-            if let Some(chosen) = self.fast_round(&key, value.clone(), deadline).await? {
-                return Ok(Finished::Chosen(chosen));
+            match self.fast_round(&key, value.clone(), deadline).await? {
+                Fast::Chosen(chosen) => return Ok(Finished::Chosen(chosen)),
+                // A refusal for a promise tells the classic round where to
+                // start: no round trip is spent learning it again.
+                Fast::Fallback { seen } => seen_round = seen.round,
             }
         }
-        let mut seen_round = 0u64;
         for attempt in 0u32.. {
             if attempt > 0 {
                 let pause = self.backoff(attempt);
@@ -404,20 +763,30 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 }
                 tokio::time::sleep(pause).await;
             }
-            let ballot = self.next_ballot(seen_round).await?;
+            let ballot = self.next_ballot(seen_round, deadline).await?;
             inc(&self.metrics.rounds);
             let (mut round, prepare) = Round::start(ballot, self.members.clone(), own.clone());
-            let mut replies = self.broadcast(&key, prepare);
+            let mut replies = self.broadcast(&key, prepare, Fence::default());
+            // The promisers of this round, each in the incarnation that
+            // promised: the accepts carry them (invariant 8).
+            let mut fence = Fence::default();
             let progress = loop {
                 let progress = match tokio::time::timeout_at(deadline, replies.recv()).await {
                     Err(_) => return Err(NodeError::Unavailable),
                     Ok(None) => Progress::Stalled,
-                    Ok(Some((from, Ok(reply)))) => round.on_reply(from, reply),
+                    Ok(Some((from, Ok(answer)))) => {
+                        if matches!(answer.reply, Reply::Promise { ballot: b, .. } if b == ballot) {
+                            fence.promised(from, answer.incarnation);
+                        }
+                        round.on_reply(from, answer.reply)
+                    }
                     Ok(Some((from, Err(_)))) => round.on_unreachable(from),
                 };
                 match progress {
                     Progress::Wait => {}
-                    Progress::Send(accept) => replies = self.broadcast(&key, accept),
+                    Progress::Send(accept) => {
+                        replies = self.broadcast(&key, accept, std::mem::take(&mut fence))
+                    }
                     done => break done,
                 }
             };
@@ -439,30 +808,36 @@ impl<S: Storage, T: Transport> Node<S, T> {
     }
 
     /// One attempt in the fast ballot: `value` straight to phase 2 at every
-    /// member. `Some` when every member accepted it (or one knew the chosen
-    /// value); `None` when the attempt cannot succeed (a refusal, an
-    /// unreachable member, or a member still silent a straggler wait after
-    /// the rest accepted): the caller goes on with classic rounds at once,
-    /// whose phase 1 finds whatever fast votes were cast.
+    /// member. [`Fast::Chosen`] when every member accepted it (or one knew
+    /// the chosen value); [`Fast::Fallback`] when the attempt cannot succeed
+    /// (a refusal, an unreachable member, or a member still silent a
+    /// straggler wait after the rest accepted): the caller goes on with
+    /// classic rounds at once, above the highest promise a refusal reported,
+    /// and their phase 1 finds whatever fast votes were cast.
     async fn fast_round(
         self: &Arc<Self>,
         key: &Arc<str>,
         value: Value,
         deadline: Instant,
-    ) -> Result<Option<Value>, NodeError> {
+    ) -> Result<Fast, NodeError> {
         inc(&self.metrics.fast_rounds);
         let (mut round, accept) = Round::start_fast(self.members.clone(), value);
-        let mut replies = self.broadcast(key, accept);
+        let mut replies = self.broadcast(key, accept, Fence::default());
         let mut accepted = 0usize;
+        let mut seen = Ballot::ZERO;
         let mut straggler_deadline: Option<Instant> = None;
         loop {
             let until = straggler_deadline.map_or(deadline, |s| s.min(deadline));
             let progress = match tokio::time::timeout_at(until, replies.recv()).await {
                 Err(_) if Instant::now() >= deadline => return Err(NodeError::Unavailable),
                 Err(_) | Ok(None) => Progress::Stalled,
-                Ok(Some((from, Ok(reply)))) => {
-                    accepted += usize::from(matches!(reply, Reply::Accepted { .. }));
-                    round.on_reply(from, reply)
+                Ok(Some((from, Ok(answer)))) => {
+                    match &answer.reply {
+                        Reply::Accepted { .. } => accepted += 1,
+                        Reply::Rejected { promised, .. } => seen = seen.max(*promised),
+                        _ => {}
+                    }
+                    round.on_reply(from, answer.reply)
                 }
                 Ok(Some((from, Err(_)))) => round.on_unreachable(from),
             };
@@ -474,11 +849,17 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 }
                 Progress::Chosen { ballot, value, .. } => {
                     self.announce(key, ballot, value.clone());
-                    return Ok(Some(value));
+                    return Ok(Fast::Chosen(value));
+                }
+                Progress::Preempted { seen: promised } => {
+                    inc(&self.metrics.fast_fallbacks);
+                    return Ok(Fast::Fallback {
+                        seen: seen.max(promised),
+                    });
                 }
                 _ => {
                     inc(&self.metrics.fast_fallbacks);
-                    return Ok(None);
+                    return Ok(Fast::Fallback { seen });
                 }
             }
         }
@@ -495,21 +876,33 @@ impl<S: Storage, T: Transport> Node<S, T> {
     }
 
     /// A ballot above every ballot this node used and above `seen_round`;
-    /// the reservation is durable before the ballot is returned (invariant 2).
-    async fn next_ballot(&self, seen_round: u64) -> Result<Ballot, StorageError> {
-        let mut clock = self.clock.lock().await;
-        let before = clock.clone();
-        let next = clock.next(seen_round);
-        if let Some(mark) = next.reserve {
-            if let Err(e) = self.storage.store_round_mark(mark).await {
-                // The new mark is not durable: forget it, or later rounds
-                // would rely on a reservation a restart does not know.
-                *clock = before;
-                self.storage_failed();
-                return Err(e);
+    /// the reservation is durable before the ballot is returned (invariant
+    /// 2). Waits for the clock (and a reservation write) at most until
+    /// `deadline`: a slow disk makes the request a 503, not a hang. The
+    /// clock changes only once the reservation is durable, so a request
+    /// that gives up mid-write leaves it as it was.
+    pub(crate) async fn next_ballot(
+        &self,
+        seen_round: u64,
+        deadline: Instant,
+    ) -> Result<Ballot, NodeError> {
+        let reserve = async {
+            let mut clock = self.clock.lock().await;
+            let mut trial = clock.clone();
+            let next = trial.next(seen_round);
+            if let Some(mark) = next.reserve {
+                self.storage
+                    .store_round_mark(mark)
+                    .await
+                    .inspect_err(|_| self.storage_failed())?;
             }
+            *clock = trial;
+            Ok::<_, StorageError>(next.ballot)
+        };
+        match tokio::time::timeout_at(deadline, reserve).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(NodeError::Unavailable),
         }
-        Ok(next.ballot)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -525,34 +918,58 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Sends `request` to every member (this node included) concurrently and
     /// streams back replies as they come. Calls still running when the
     /// receiver is dropped finish in the background.
-    fn broadcast(
+    pub(crate) fn broadcast(
         self: &Arc<Self>,
         key: &Arc<str>,
         request: Request<Value>,
+        fence: Fence,
+    ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
+        self.send_to(self.members.iter(), key, request, fence)
+    }
+
+    /// [`Node::broadcast`] to `to` only.
+    pub(crate) fn send_to(
+        self: &Arc<Self>,
+        to: impl Iterator<Item = NodeId>,
+        key: &Arc<str>,
+        request: Request<Value>,
+        fence: Fence,
     ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        for member in self.members.iter() {
-            let (node, key, request, tx) = (self.clone(), key.clone(), request.clone(), tx.clone());
+        for member in to {
+            let (node, key, request, tx, fence) = (
+                self.clone(),
+                key.clone(),
+                request.clone(),
+                tx.clone(),
+                fence.clone(),
+            );
             tokio::spawn(async move {
-                let result = node.call(member, &key, request).await;
+                let result = node.call(member, &key, request, fence).await;
                 let _ = tx.send((member, result));
             });
         }
         rx
     }
 
-    async fn call(self: &Arc<Self>, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
+    async fn call(
+        self: &Arc<Self>,
+        to: NodeId,
+        key: &str,
+        request: Request<Value>,
+        fence: Fence,
+    ) -> CallResult {
         if to == self.id {
             return self
-                .handle_acceptor(key, request)
+                .handle_acceptor(key, request, fence)
                 .await
                 .map_err(|e| e.to_string());
         }
-        match self.transport.call(to, key, request).await {
-            Ok(reply) => {
+        match self.transport.call(to, key, request, fence).await {
+            Ok(answer) => {
                 let mut seen = self.last_seen.lock().expect("poisoned");
                 seen.insert(to, std::time::Instant::now());
-                Ok(reply)
+                Ok(answer)
             }
             Err(e) => {
                 inc(&self.metrics.peer_errors);
@@ -565,16 +982,17 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Tells every member (this node too) that `value` is chosen in
     /// `ballot`, fire and forget, so later GETs anywhere are local.
     fn announce(self: &Arc<Self>, key: &Arc<str>, ballot: Ballot, value: Value) {
-        drop(self.broadcast(key, Request::Decide { ballot, value }));
+        drop(self.broadcast(key, Request::Decide { ballot, value }, Fence::default()));
     }
 }
 
+type StepHandle = tokio::task::JoinHandle<Result<Answer, AcceptorError>>;
+
 /// The result of a step from [`Node::spawn_step`].
-async fn join_step(
-    step: tokio::task::JoinHandle<Result<Reply8, StorageError>>,
-) -> Result<Reply8, StorageError> {
-    step.await
-        .map_err(|e| StorageError::Io(format!("acceptor task failed: {e}")))?
+async fn join_step(step: StepHandle) -> Result<Answer, AcceptorError> {
+    step.await.map_err(|e| {
+        AcceptorError::Storage(StorageError::Io(format!("acceptor task failed: {e}")))
+    })?
 }
 
 fn same_or_conflict(chosen: Bytes, value: &Bytes) -> PutOutcome {
@@ -591,12 +1009,28 @@ impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
         _from: NodeId,
         key: String,
         request: Request<Value>,
-    ) -> Pin<Box<dyn Future<Output = Result<Reply8, TransportError>> + Send>> {
+        fence: Fence,
+    ) -> Pin<Box<dyn Future<Output = Result<Answer, TransportError>> + Send>> {
         Box::pin(async move {
-            self.handle_acceptor(&key, request)
+            self.handle_acceptor(&key, request, fence)
                 .await
                 .map_err(|e| TransportError::Status {
-                    status: 500,
+                    status: 503,
+                    body: e.to_string(),
+                })
+        })
+    }
+
+    fn control(
+        self: Arc<Self>,
+        from: NodeId,
+        message: Control,
+    ) -> Pin<Box<dyn Future<Output = Result<ControlReply, TransportError>> + Send>> {
+        Box::pin(async move {
+            self.handle_control(from, message)
+                .await
+                .map_err(|e| TransportError::Status {
+                    status: 503,
                     body: e.to_string(),
                 })
         })
@@ -625,11 +1059,12 @@ mod tests {
             Some(1),
         )
         .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
         storage.set_failing(true);
-        assert!(node.next_ballot(0).await.is_err());
+        assert!(node.next_ballot(0, deadline).await.is_err());
         storage.set_failing(false);
-        let mut used = vec![node.next_ballot(0).await.unwrap()];
-        used.push(node.next_ballot(0).await.unwrap());
+        let mut used = vec![node.next_ballot(0, deadline).await.unwrap()];
+        used.push(node.next_ballot(0, deadline).await.unwrap());
         drop(node);
         let restarted = Node::new(
             1,
@@ -640,7 +1075,7 @@ mod tests {
             Some(2),
         )
         .unwrap();
-        let after = restarted.next_ballot(0).await.unwrap();
+        let after = restarted.next_ballot(0, deadline).await.unwrap();
         assert!(used.iter().all(|b| *b < after), "{used:?} then {after}");
     }
 }

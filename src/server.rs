@@ -35,7 +35,7 @@ use tokio::time::Sleep;
 use crate::api::{router, ApiError, AppState};
 use crate::config::Config;
 use crate::node::Node;
-use crate::paxos::{Members, Request};
+use crate::paxos::Request;
 use crate::storage::{SledStorage, Storage};
 use crate::transport::{HttpTransport, Transport};
 
@@ -145,10 +145,14 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         config.token.as_deref(),
         config.peer_timeout,
     )?;
-    let members = Members::new(config.peers.keys().copied());
-    let node = Node::new(
+    let urls = config
+        .peers
+        .iter()
+        .map(|(id, url)| (*id, url.as_str().to_owned()))
+        .collect();
+    let node = Node::open(
         config.id,
-        members,
+        &urls,
         config.timing.clone(),
         storage,
         transport,
@@ -211,10 +215,12 @@ impl Prepared {
             connections: stats.clone(),
         });
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
+        let lifecycle = tokio::spawn(crate::rejoin::run(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(id = config.id, %addr, members = config.peers.len(), "serving");
         let result = serve(listener, router(state), limits, stats, shutdown).await;
         heartbeat.abort();
+        lifecycle.abort();
         node.storage()
             .flush()
             .map_err(|e| format!("flush at shutdown failed: {e}"))?;

@@ -39,9 +39,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use paxos_kv::node::{Node, PutOutcome, Timing};
-use paxos_kv::paxos::{Members, NodeId, Reply, Request};
+use paxos_kv::paxos::{Fence, Members, NodeId, Reply, Request};
 use paxos_kv::storage::{MemoryStorage, State, Storage, StorageError};
-use paxos_kv::transport::{Fate, MemoryNetwork, MemoryTransport, Transport, TransportError};
+use paxos_kv::transport::{
+    Answer, Control, ControlReply, Fate, MemoryNetwork, MemoryTransport, Transport, TransportError,
+};
 use paxos_kv::value::Value;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -233,9 +235,10 @@ impl Transport for SimTransport {
         to: NodeId,
         key: &str,
         request: Request<Value>,
-    ) -> Result<Reply<Value>, TransportError> {
-        let reply = self.inner.call(to, key, request).await?;
-        Ok(match reply {
+        fence: Fence,
+    ) -> Result<Answer, TransportError> {
+        let answer = self.inner.call(to, key, request, fence).await?;
+        let reply = match answer.reply {
             Reply::Promise {
                 ballot,
                 accepted: Some(_),
@@ -244,7 +247,12 @@ impl Transport for SimTransport {
                 accepted: None,
             },
             reply => reply,
-        })
+        };
+        Ok(Answer { reply, ..answer })
+    }
+
+    async fn control(&self, to: NodeId, message: Control) -> Result<ControlReply, TransportError> {
+        self.inner.control(to, message).await
     }
 }
 

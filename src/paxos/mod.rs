@@ -5,7 +5,9 @@
 //! - [`Round`] drives one proposer round (phase 1, then phase 2), or a fast
 //!   round (phase 2 alone in [`Ballot::FAST`], chosen only with every vote);
 //! - [`ReadRound`] is a quorum read that decides whether a value is chosen;
-//! - [`BallotClock`] hands out ballots a node never reuses.
+//! - [`BallotClock`] hands out ballots a node never reuses;
+//! - [`rejoin`]: the incarnation fence and the rebuild rule for a node that
+//!   lost its disk.
 //!
 //! ```
 //! use paxos_kv::paxos::{acceptor, AcceptorState, Ballot, Members, Progress, Reply, Round, Step};
@@ -42,6 +44,7 @@ pub mod messages;
 pub mod proposer;
 pub mod quorum;
 pub mod read;
+pub mod rejoin;
 
 pub use acceptor::{AcceptorState, Persist, Step};
 pub use ballot::{Ballot, BallotClock, NextBallot, NodeId};
@@ -49,3 +52,4 @@ pub use messages::{Accepted, Reply, Request};
 pub use proposer::{Progress, Round};
 pub use quorum::Members;
 pub use read::{ReadProgress, ReadRound};
+pub use rejoin::{rebuilt_vote, Fence, Incarnation, Known, FIRST_INCARNATION};

@@ -2,9 +2,8 @@
 //!
 //! Keys in the sled tree:
 //! - `m` + name: node metadata (`mformat`: the format version byte,
-//!   `mround`: the ballot reservation mark as u64 big-endian, `mprobe`: the
-//!   time of the last recovery probe write, `mnode`: the node's identity,
-//!   see `src/identity.rs`);
+//!   `mround`: the ballot reservation mark as u64 big-endian; `mprobe`, the
+//!   time of a storage probe, was written by earlier releases);
 //! - `s` + key: the state record of a register: a header, followed by the
 //!   accepted value itself when it fits in one chunk (flag bit 2, "inline");
 //! - `v` + key + `0x00` + chunk index (u32 big-endian): an accepted value
@@ -42,8 +41,6 @@ pub const CHUNK: usize = 4096;
 
 pub const FORMAT_KEY: &[u8] = b"mformat";
 pub const ROUND_KEY: &[u8] = b"mround";
-/// Written by storage recovery to show the disk takes writes again.
-pub const PROBE_KEY: &[u8] = b"mprobe";
 const HEADER_LEN: usize = 38;
 
 const HAS_VOTE: u8 = 1;
@@ -158,14 +155,6 @@ pub fn header_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
     k.push(b's');
     k.extend_from_slice(key.as_bytes());
-    k
-}
-
-/// The key of node metadata `name` (`m` + name, beside `mformat`).
-pub fn meta_key(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + name.len());
-    k.push(b'm');
-    k.extend_from_slice(name.as_bytes());
     k
 }
 

@@ -107,6 +107,28 @@ pub trait Storage: Send + Sync + 'static {
     /// Flushes everything to disk; called at shutdown.
     fn flush(&self) -> Result<(), StorageError>;
 
+    /// Why the store refuses to work, after a write to its disk failed
+    /// (docs/design.md, invariant 9): it then never writes to that database
+    /// again. `None` while healthy.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// After a failure: sets the failed database aside and opens a fresh,
+    /// blank one in its place (node metadata kept), for the node to rebuild
+    /// into. Fails while the disk still refuses.
+    fn reset(&self) -> impl Future<Output = Result<(), StorageError>> + Send {
+        async {
+            Err(StorageError::Io(
+                "this store cannot start over in a fresh database".into(),
+            ))
+        }
+    }
+
+    /// Deletes databases set aside by [`Storage::reset`], once the fresh one
+    /// is rebuilt.
+    fn discard_failed(&self) {}
+
     /// How many group commits (disk syncs) ran since open, for metrics.
     fn sync_count(&self) -> u64 {
         0

@@ -11,32 +11,36 @@
 //! one chunk is a single record, written with one `insert` (see the codec for
 //! why that matters: sled's `apply_batch` does IO of its own per batch).
 //!
-//! A failed write poisons the open database. sled applies a write to its
-//! in-memory tree before the flush that fails, so after a failed write,
-//! memory may hold state that is not on disk; answering from it (a read's
-//! vote, a decided value) could hand out a vote that a restart then loses,
-//! undoing an answered GET. And sled itself refuses every later write once
-//! an IO error is set (its global error), even after the disk recovers. So
-//! after the first failure every operation fails with [`StorageError::Io`]
-//! (5xx), and a recovery thread reopens the database from what is really on
-//! disk, once a second, until it opens and a probe write is durable: the
-//! node then serves again by itself, exactly as after a restart.
+//! A failed write fails the database for good (docs/design.md, invariant
+//! 9). sled applies a write to its in-memory tree before the flush that
+//! fails, so memory may hold state that is not on disk; and after a failed
+//! `fsync`/`fdatasync`, Linux may mark the unwritten pages clean, so they
+//! read back as if durable and vanish later (the 2018 "fsyncgate"). Neither
+//! memory nor the files can be trusted, and appending to that log again
+//! could bury later, acknowledged writes behind a hole. So after the first
+//! failure every operation fails with [`StorageError::Io`] (5xx) and
+//! [`Storage::failure`] says why; the node then calls [`Storage::reset`],
+//! which sets the database's files aside in `failed-<time>/` and opens a
+//! fresh, blank database in the directory, and the node rebuilds it from a
+//! majority of the other members (`src/rejoin.rs`) before it votes again.
+//! After the rebuild, [`Storage::discard_failed`] deletes the set-aside files.
+//!
+//! Node metadata (the identity) lives beside the database in small files
+//! `paxos-kv.<name>`, each replaced atomically (write, fsync, rename, fsync
+//! the directory): it must outlive a database that is set aside.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use super::codec::{
-    self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, PROBE_KEY, ROUND_KEY,
-};
+use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, ROUND_KEY};
 use super::{State, Storage, StorageError};
 use crate::paxos::Accepted;
 use crate::value::Value;
@@ -46,19 +50,19 @@ pub struct SledStorage {
     shared: Arc<Shared>,
 }
 
-/// How long the recovery thread waits between attempts to reopen.
-const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// Prefix of node metadata files in the data directory.
+const META_PREFIX: &str = "paxos-kv.";
+
+/// Prefix of the folders failed databases are set aside in.
+const FAILED_PREFIX: &str = "failed-";
 
 struct Shared {
     dir: PathBuf,
     /// The open database; `None` while a failed one is being replaced.
     current: RwLock<Option<Arc<Open>>>,
-    /// Set while a recovery thread runs.
-    recovering: AtomicBool,
-    /// Set when the store is dropped: recovery stops.
-    closing: AtomicBool,
-    recovery: Mutex<Option<JoinHandle<()>>>,
-    /// Group commits of earlier incarnations of the database, for metrics.
+    /// Serializes resets.
+    resetting: Mutex<()>,
+    /// Group commits of earlier databases, for metrics.
     earlier_syncs: AtomicU64,
 }
 
@@ -132,9 +136,8 @@ struct Queue {
 
 fn poisoned(why: &str) -> StorageError {
     StorageError::Io(format!(
-        "an earlier write failed ({why}); this node refuses to serve from state that may \
-         not be on disk until it has reopened its database from the disk (it retries every \
-         second)"
+        "an earlier write failed ({why}); this node never writes to that database again and \
+         serves nothing until it has rebuilt a fresh one from the other members"
     ))
 }
 
@@ -149,10 +152,13 @@ impl Open {
             .open()?;
         match db.get(FORMAT_KEY)?.as_deref() {
             Some([FORMAT_VERSION]) => {}
-            // New, or an older format this release reads: stamp the current
-            // one, so that an older release refuses the directory instead of
-            // misreading records it does not know.
+            // New, or an older format this release reads: check every record
+            // reads, then stamp the current format, so that an older release
+            // refuses the directory instead of misreading records it does
+            // not know. A record that does not read stops the open before
+            // anything is written: never a half-converted directory.
             None | Some([OLDEST_READABLE..=FORMAT_VERSION]) => {
+                validate_records(&db)?;
                 db.insert(FORMAT_KEY, &[FORMAT_VERSION])?;
                 db.flush()?;
             }
@@ -250,22 +256,6 @@ impl Open {
             decided: header.decided,
         })
     }
-
-    /// A write through the sync thread, from a plain thread: shows that the
-    /// disk takes writes again.
-    fn probe(&self) -> Result<(), StorageError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| StorageError::Io(format!("cannot run the probe: {e}")))?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        runtime.block_on(self.commit(Write::Insert {
-            key: PROBE_KEY.to_vec(),
-            record: stamp.to_be_bytes().to_vec(),
-            garbage: Vec::new(),
-        }))
-    }
 }
 
 impl Drop for Open {
@@ -293,91 +283,83 @@ impl SledStorage {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
                 current: RwLock::new(Some(Arc::new(open))),
-                recovering: AtomicBool::new(false),
-                closing: AtomicBool::new(false),
-                recovery: Mutex::new(None),
+                resetting: Mutex::new(()),
                 earlier_syncs: AtomicU64::new(0),
             }),
         })
     }
 
-    /// The open database, or why there is none: a failed one is refused
-    /// (and its recovery started).
+    /// The open database, or why there is none: a failed one is refused.
     fn open_db(&self) -> Result<Arc<Open>, StorageError> {
         let current = self.shared.current.read().expect("poisoned").clone();
         match current {
             Some(open) => match open.commit.failed.get() {
                 None => Ok(open),
-                Some(why) => {
-                    let error = poisoned(why);
-                    drop(open);
-                    self.start_recovery();
-                    Err(error)
-                }
+                Some(why) => Err(poisoned(why)),
             },
-            None => {
-                self.start_recovery();
-                Err(StorageError::Io(
-                    "the database is being reopened after a failed write; retry shortly".into(),
-                ))
-            }
+            None => Err(StorageError::Io(
+                "a fresh database is being opened after a failed write; retry shortly".into(),
+            )),
         }
     }
 
-    fn start_recovery(&self) {
-        if self.shared.recovering.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let shared = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("paxos-kv-recover".into())
-            .spawn(move || recover(&shared));
-        match spawned {
-            Ok(handle) => {
-                let mut slot = self.shared.recovery.lock().expect("poisoned");
-                if let Some(old) = slot.replace(handle) {
-                    let _ = old.join();
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start storage recovery");
-                self.shared.recovering.store(false, Ordering::SeqCst);
-            }
-        }
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.shared.dir.join(format!("{META_PREFIX}{name}"))
     }
 }
 
-/// Reopens the database from disk until it opens and a probe write is
-/// durable, once per [`RECOVERY_INTERVAL`]. Dropping the failed database
-/// first discards the memory that may be ahead of the disk.
-fn recover(shared: &Shared) {
-    let failed = shared.current.write().expect("poisoned").take();
-    if let Some(failed) = failed {
-        shared.earlier_syncs.fetch_add(
-            failed.commit.syncs.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        drop(failed);
+/// Checks that every register record of `db` decodes (an older format
+/// about to be restamped).
+fn validate_records(db: &sled::Db) -> Result<(), StorageError> {
+    for item in db.scan_prefix(b"s") {
+        let (key, raw) = item?;
+        Header::decode(&raw).map_err(|e| {
+            StorageError::Corrupt(format!(
+                "record {:?} does not read ({e}); the directory was left as it was",
+                String::from_utf8_lossy(&key[1..])
+            ))
+        })?;
     }
-    let mut attempts = 0u32;
-    while !shared.closing.load(Ordering::SeqCst) {
-        std::thread::sleep(RECOVERY_INTERVAL);
-        attempts += 1;
-        // The open fails while an operation still holds the failed
-        // database (sled's file lock) or while the disk still fails.
-        match Open::new(&shared.dir).and_then(|open| open.probe().map(|()| open)) {
-            Ok(open) => {
-                if shared.closing.load(Ordering::SeqCst) {
-                    return;
-                }
-                *shared.current.write().expect("poisoned") = Some(Arc::new(open));
-                shared.recovering.store(false, Ordering::SeqCst);
-                tracing::warn!(attempts, "storage recovered: database reopened from disk");
-                return;
-            }
-            Err(e) => tracing::warn!(attempts, error = %e, "storage still failing; retrying"),
+    Ok(())
+}
+
+/// Moves every entry of `dir` but metadata files and earlier set-aside
+/// folders into a new `failed-<time>/` folder (renames only: no space is
+/// needed, which matters when the disk is full).
+fn set_aside(dir: &Path) -> Result<PathBuf, StorageError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let aside = dir.join(format!("{FAILED_PREFIX}{stamp}"));
+    std::fs::create_dir(&aside)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if text.starts_with(META_PREFIX) || text.starts_with(FAILED_PREFIX) {
+            continue;
         }
+        std::fs::rename(entry.path(), aside.join(&name))?;
     }
+    File::open(dir)?.sync_all()?;
+    Ok(aside)
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 impl Storage for SledStorage {
@@ -510,18 +492,76 @@ impl Storage for SledStorage {
     }
 
     fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let open = self.open_db()?;
-        Ok(open.db.get(codec::meta_key(name))?.map(|v| v.to_vec()))
+        match std::fs::read(self.meta_path(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn store_meta(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        self.open_db()?
-            .commit(Write::Insert {
-                key: codec::meta_key(name),
-                record: bytes,
-                garbage: Vec::new(),
-            })
+        let path = self.meta_path(name);
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
+            .map_err(|e| StorageError::Io(format!("metadata write failed: {e}")))?
+    }
+
+    fn failure(&self) -> Option<String> {
+        let current = self.shared.current.read().expect("poisoned");
+        match current.as_ref() {
+            Some(open) => open.commit.failed.get().cloned(),
+            None => Some("the failed database is being replaced".into()),
+        }
+    }
+
+    async fn reset(&self) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one = shared.resetting.lock().expect("poisoned");
+            let failed = shared.current.write().expect("poisoned").take();
+            if let Some(failed) = failed {
+                shared.earlier_syncs.fetch_add(
+                    failed.commit.syncs.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                if failed.commit.failed.get().is_none() {
+                    // Nothing failed: keep it.
+                    *shared.current.write().expect("poisoned") = Some(failed);
+                    return Ok(());
+                }
+                drop(failed);
+                let aside = set_aside(&shared.dir)?;
+                tracing::warn!(path = %aside.display(), "failed database set aside");
+            }
+            let open = Open::new(&shared.dir)?;
+            *shared.current.write().expect("poisoned") = Some(Arc::new(open));
+            tracing::warn!("a fresh database is open; the node rebuilds it from its peers");
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Io(format!("reset failed: {e}")))?
+    }
+
+    fn discard_failed(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.shared.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(FAILED_PREFIX)
+            {
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "deleted a failed database, now rebuilt")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "cannot delete a failed database")
+                    }
+                }
+            }
+        }
     }
 
     fn flush(&self) -> Result<(), StorageError> {
@@ -540,10 +580,6 @@ impl Storage for SledStorage {
 
 impl Drop for SledStorage {
     fn drop(&mut self) {
-        self.shared.closing.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.shared.recovery.lock().expect("poisoned").take() {
-            let _ = handle.join();
-        }
         // Drops the database (joining its sync thread) unless an operation
         // still holds it; that one drops it when it ends.
         self.shared.current.write().expect("poisoned").take();
@@ -592,7 +628,7 @@ impl Syncer {
                 if self.commit.failed.set(e.to_string()).is_ok() {
                     tracing::error!(
                         error = %e,
-                        "storage poisoned: every request now fails until the node restarts"
+                        "storage failed: this database is never written again (fail-stop)"
                     );
                 }
             }

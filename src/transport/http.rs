@@ -9,7 +9,7 @@
 //! all durable in one group commit.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::value::Value;
@@ -17,15 +17,16 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::wire::{
-    BatchMessage, BatchResponse, PeerBatch, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+    BatchMessage, BatchResponse, Envelope, FenceReply, FenceRequest, HelloRequest, PeerBatch,
+    ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
 };
-use super::{Transport, TransportError};
-use crate::paxos::{NodeId, Reply, Request};
+use super::{Answer, Control, ControlReply, Transport, TransportError};
+use crate::paxos::{Fence, NodeId, Request};
 
 /// Batches in flight to one peer at a time.
 pub const IN_FLIGHT: usize = 2;
 
-type CallResult = Result<Reply<Value>, TransportError>;
+type CallResult = Result<Answer, TransportError>;
 
 /// A call waiting for its batch.
 struct Queued {
@@ -38,6 +39,8 @@ struct Shared {
     me: NodeId,
     client: reqwest::Client,
     auth: Option<HeaderValue>,
+    /// What every message says of its sender (set by the node).
+    envelope: RwLock<Envelope>,
 }
 
 /// One peer: its batch URL and, once the first call starts it, the queue of
@@ -45,6 +48,8 @@ struct Shared {
 struct Link {
     peer: NodeId,
     url: reqwest::Url,
+    /// The peer's base URL, for node-level routes.
+    base: reqwest::Url,
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
 }
 
@@ -86,6 +91,7 @@ impl HttpTransport {
                 Link {
                     peer: id,
                     url,
+                    base: base.clone(),
                     queue: OnceLock::new(),
                 },
             );
@@ -95,7 +101,12 @@ impl HttpTransport {
             .transpose()
             .map_err(|_| "the cluster token must be printable ASCII".to_string())?;
         Ok(HttpTransport {
-            shared: Arc::new(Shared { me, client, auth }),
+            shared: Arc::new(Shared {
+                me,
+                client,
+                auth,
+                envelope: RwLock::new(Envelope::default()),
+            }),
             links,
             timeout,
         })
@@ -103,7 +114,13 @@ impl HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    async fn call(&self, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
+    async fn call(
+        &self,
+        to: NodeId,
+        key: &str,
+        request: Request<Value>,
+        fence: Fence,
+    ) -> CallResult {
         let link = self.links.get(&to).ok_or(TransportError::UnknownPeer(to))?;
         let queue = link.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -116,7 +133,7 @@ impl Transport for HttpTransport {
             tx
         });
         let (done, reply) = oneshot::channel();
-        let message = BatchMessage::new(key, request);
+        let message = BatchMessage::new(key, request, fence);
         queue
             .send(Queued { message, done })
             .map_err(|_| TransportError::Unreachable("the peer link is closed".into()))?;
@@ -125,6 +142,101 @@ impl Transport for HttpTransport {
             Ok(Err(_)) => Err(TransportError::Unreachable("the peer link closed".into())),
             Ok(Ok(result)) => result,
         }
+    }
+
+    async fn control(&self, to: NodeId, message: Control) -> Result<ControlReply, TransportError> {
+        let link = self.links.get(&to).ok_or(TransportError::UnknownPeer(to))?;
+        let envelope = self.shared.envelope.read().expect("poisoned").clone();
+        let me = self.shared.me;
+        match message {
+            Control::Hello { digest } => {
+                let body = HelloRequest {
+                    version: PROTOCOL_VERSION,
+                    from: me,
+                    digest,
+                };
+                let reply: super::HelloReply = self.post(link, "v1/paxos/hello", &body).await?;
+                check_version(reply.version)?;
+                Ok(ControlReply::Hello(reply))
+            }
+            Control::Fence { incarnation } => {
+                let body = FenceRequest {
+                    version: PROTOCOL_VERSION,
+                    from: me,
+                    cluster: envelope.cluster,
+                    epoch: envelope.epoch,
+                    incarnation,
+                };
+                let reply: FenceReply = self.post(link, "v1/paxos/fence", &body).await?;
+                check_version(reply.version)?;
+                Ok(ControlReply::Fenced(reply.recorded))
+            }
+            Control::Scan { after, limit } => {
+                let body = ScanRequest {
+                    version: PROTOCOL_VERSION,
+                    from: me,
+                    cluster: envelope.cluster,
+                    epoch: envelope.epoch,
+                    after,
+                    limit,
+                };
+                let reply: ScanReply = self.post(link, "v1/paxos/scan", &body).await?;
+                check_version(reply.version)?;
+                Ok(ControlReply::Keys {
+                    keys: reply.keys,
+                    more: reply.more,
+                })
+            }
+        }
+    }
+
+    fn set_envelope(&self, envelope: Envelope) {
+        *self.shared.envelope.write().expect("poisoned") = envelope;
+    }
+}
+
+impl HttpTransport {
+    /// POSTs `body` to `path` of `link`'s peer and decodes the JSON answer.
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        link: &Link,
+        path: &str,
+        body: &B,
+    ) -> Result<R, TransportError> {
+        let url = link
+            .base
+            .join(path)
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let mut builder = self.shared.client.post(url).json(body);
+        if let Some(auth) = &self.shared.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let response = builder.send().await.map_err(classify)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(TransportError::Status {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        response.json().await.map_err(|e| {
+            if e.is_timeout() {
+                TransportError::Timeout
+            } else {
+                TransportError::Protocol(e.to_string())
+            }
+        })
+    }
+}
+
+fn check_version(version: u32) -> Result<(), TransportError> {
+    if version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(TransportError::Protocol(format!(
+            "peer speaks protocol version {version}, this node {PROTOCOL_VERSION}"
+        )))
     }
 }
 
@@ -180,10 +292,9 @@ async fn send_batch(
 ) {
     let (messages, waiters): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|q| (q.message, q.done)).unzip();
-    let body = PeerBatch {
-        version: PROTOCOL_VERSION,
-        from: shared.me,
-        messages,
+    let body = {
+        let envelope = shared.envelope.read().expect("poisoned");
+        PeerBatch::new(shared.me, &envelope, messages)
     };
     match exchange(&shared, peer, url, &body).await {
         Ok(replies) => {
@@ -232,12 +343,16 @@ async fn exchange(
             reply.from
         )));
     }
+    let incarnation = reply.incarnation;
     let replies = reply
         .into_replies(body.messages.len())
         .map_err(TransportError::Protocol)?;
     Ok(replies
         .into_iter()
-        .map(|r| r.map_err(|body| TransportError::Status { status: 500, body }))
+        .map(|r| {
+            r.map(|reply| Answer { reply, incarnation })
+                .map_err(|body| TransportError::Status { status: 503, body })
+        })
         .collect())
 }
 

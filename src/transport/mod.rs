@@ -5,7 +5,7 @@ use std::future::Future;
 
 use crate::value::Value;
 
-use crate::paxos::{NodeId, Reply, Request};
+use crate::paxos::{Fence, Incarnation, NodeId, Reply, Request};
 
 mod http;
 mod memory;
@@ -13,6 +13,7 @@ pub mod wire;
 
 pub use http::HttpTransport;
 pub use memory::{Fate, MemoryNetwork, MemoryTransport, PeerHandler};
+pub use wire::{Envelope, HelloReply};
 
 /// Why a peer call produced no reply. Every variant means "unknown": the
 /// request may or may not have reached the peer.
@@ -40,6 +41,54 @@ pub enum TransportError {
     UnknownPeer(NodeId),
 }
 
+/// An acceptor's reply with the incarnation that made it (a promise binds
+/// only that incarnation: see `src/paxos/rejoin.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// What the acceptor answered.
+    pub reply: Reply<Value>,
+    /// The acceptor's incarnation when it answered.
+    pub incarnation: Incarnation,
+}
+
+/// A node-level message: outside any register (see `wire.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Who are you? Carries the digest of the asker's membership.
+    Hello {
+        /// `identity::members_digest` of the asker.
+        digest: u64,
+    },
+    /// Record that the sender is now `incarnation`; answer once durable.
+    Fence {
+        /// The sender's new incarnation.
+        incarnation: Incarnation,
+    },
+    /// A page of the keys you hold, after `after`.
+    Scan {
+        /// Exclusive start.
+        after: Option<String>,
+        /// Page size.
+        limit: usize,
+    },
+}
+
+/// The answer to a [`Control`] message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlReply {
+    /// To [`Control::Hello`].
+    Hello(HelloReply),
+    /// To [`Control::Fence`]: the incarnation now recorded for the sender.
+    Fenced(Incarnation),
+    /// To [`Control::Scan`].
+    Keys {
+        /// The keys, in order.
+        keys: Vec<String>,
+        /// Whether more follow.
+        more: bool,
+    },
+}
+
 /// Sends one acceptor request to one peer and returns its reply.
 ///
 /// Contract: a returned reply is exactly what the peer's acceptor answered
@@ -47,11 +96,26 @@ pub enum TransportError {
 /// [`TransportError`] and says nothing about whether the peer acted on the
 /// request. Implementations bound every call in time.
 pub trait Transport: Send + Sync + 'static {
-    /// Calls `to`'s acceptor for `key`.
+    /// Calls `to`'s acceptor for `key`. `fence` names the promises an
+    /// accept's round relied on (empty for every other request).
     fn call(
         &self,
         to: NodeId,
         key: &str,
         request: Request<Value>,
-    ) -> impl Future<Output = Result<Reply<Value>, TransportError>> + Send;
+        fence: Fence,
+    ) -> impl Future<Output = Result<Answer, TransportError>> + Send;
+
+    /// Sends a node-level message to `to`.
+    fn control(
+        &self,
+        to: NodeId,
+        message: Control,
+    ) -> impl Future<Output = Result<ControlReply, TransportError>> + Send;
+
+    /// Sets the cluster, epoch and incarnation every later message carries
+    /// (the node calls it when it learns or changes them).
+    fn set_envelope(&self, envelope: Envelope) {
+        let _ = envelope;
+    }
 }

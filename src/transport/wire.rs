@@ -1,18 +1,32 @@
-//! The JSON messages between nodes (protocol version 1).
+//! The JSON messages between nodes (protocol version 2).
 //!
-//! Requests are POSTed to `/v1/paxos/{prepare,accept,read,decide}` with a
-//! [`PeerRequest`] body; the acceptor answers 200 with a [`PeerResponse`].
-//! Nodes send each other [`PeerBatch`]es on `/v1/paxos/batch`: many
-//! messages (for any keys) in one request, answered by a [`BatchResponse`]
-//! with one reply per message, in order. Batching is how a node keeps up
-//! under load: one HTTP exchange and one group commit serve many keys.
-//! Values travel as standard base64, with the id of the PUT that proposed
-//! them (`writer`). A message with another `version` is
-//! refused with 400 instead of being misread (DESIGN.md invariant 7).
+//! Acceptor messages travel only in [`PeerBatch`]es, POSTed to
+//! `/v1/paxos/batch`: many messages (for any keys) in one request, answered
+//! by a [`BatchResponse`] with one reply per message, in order; a single
+//! message is a batch of one. Batching is how a node keeps up under load:
+//! one HTTP exchange and one group commit serve many keys. Values travel as
+//! standard base64, with the id of the PUT that proposed them (`writer`).
+//!
+//! Every batch names the sender's cluster, membership epoch and incarnation;
+//! a node refuses a batch of another cluster or epoch (409), so nodes
+//! configured with different member lists never form a quorum together
+//! (docs/design.md, invariant 10). Every answer names the acceptor's
+//! incarnation, and an accept names the incarnations of the promises its
+//! round used (`fence`, invariant 8; see `src/paxos/rejoin.rs`).
+//!
+//! Node-level messages, outside any register: `/v1/paxos/hello` (who are
+//! you: cluster, state, incarnation), `/v1/paxos/fence` (record my new
+//! incarnation) and `/v1/paxos/scan` (a page of the keys you hold), used by a
+//! node that starts a cluster or rebuilds after losing its disk.
+//!
+//! A message with another `version` is refused with 400 instead of being
+//! misread (invariant 7).
 //!
 //! ```json
-//! {"version":1,"from":2,"key":"app/db","ballot":{"round":7,"node":2},"value":"aGk=","writer":12}
-//! {"version":1,"from":1,"type":"promise","ballot":{"round":7,"node":2},"accepted":null}
+//! {"version":2,"from":2,"cluster":"9f..-01..","epoch":1,"incarnation":1,
+//!  "messages":[{"op":"accept","key":"app/db","ballot":{"round":7,"node":2},
+//!               "value":"aGk=","writer":12,"fence":{"1":1,"2":1}}]}
+//! {"version":2,"from":1,"incarnation":1,"replies":[{"ok":{"type":"accepted","ballot":{"round":7,"node":2}}}]}
 //! ```
 
 use base64::engine::general_purpose::STANDARD;
@@ -20,12 +34,14 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use std::collections::BTreeMap;
+
 use crate::paxos::ballot::MAX_ROUND;
-use crate::paxos::{Accepted, Ballot, NodeId, Reply, Request};
+use crate::paxos::{Accepted, Ballot, Fence, Incarnation, NodeId, Reply, Request};
 use crate::value::Value;
 
 /// The peer protocol version this release speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes that serialize as a base64 string.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,14 +99,62 @@ impl Op {
     }
 }
 
-/// Body of a peer request.
+/// Most messages in one [`PeerBatch`].
+pub const MAX_BATCH_MESSAGES: usize = 256;
+
+/// A sender closes a batch before its values pass this many bytes (a batch
+/// of one message may carry a larger value).
+pub const BATCH_VALUE_BYTES: usize = 1 << 20;
+
+/// Which cluster, membership and incarnation a message comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's cluster id (empty while it has none yet).
+    pub cluster: String,
+    /// The sender's membership epoch.
+    pub epoch: u64,
+    /// The sender's incarnation.
+    pub incarnation: Incarnation,
+}
+
+/// Body of `/v1/paxos/batch`: messages for any keys, from one node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PeerRequest {
+pub struct PeerBatch {
     /// [`PROTOCOL_VERSION`] of the sender.
     pub version: u32,
     /// The sending node.
     pub from: NodeId,
+    /// The sender's cluster id.
+    pub cluster: String,
+    /// The sender's membership epoch.
+    pub epoch: u64,
+    /// The sender's incarnation.
+    pub incarnation: Incarnation,
+    /// At most [`MAX_BATCH_MESSAGES`].
+    pub messages: Vec<BatchMessage>,
+}
+
+impl PeerBatch {
+    /// A batch from `from` under `envelope`.
+    pub fn new(from: NodeId, envelope: &Envelope, messages: Vec<BatchMessage>) -> Self {
+        PeerBatch {
+            version: PROTOCOL_VERSION,
+            from,
+            cluster: envelope.cluster.clone(),
+            epoch: envelope.epoch,
+            incarnation: envelope.incarnation,
+            messages,
+        }
+    }
+}
+
+/// One acceptor message of a [`PeerBatch`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchMessage {
+    /// Which acceptor operation.
+    pub op: Op,
     /// The register.
     pub key: String,
     /// Set for prepare, accept and decide.
@@ -102,11 +166,15 @@ pub struct PeerRequest {
     /// Set for accept and decide: the PUT request that proposed `value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<u64>,
+    /// On a classic accept: each promiser of the round and its incarnation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<BTreeMap<NodeId, Incarnation>>,
 }
 
-impl PeerRequest {
-    /// Encodes `request` for `key`, sent by `from`.
-    pub fn new(from: NodeId, key: &str, request: Request<Value>) -> Self {
+impl BatchMessage {
+    /// Encodes `request` for `key`, with the round's `fence` (accepts only).
+    pub fn new(key: &str, request: Request<Value>, fence: Fence) -> Self {
+        let op = Op::of(&request);
         let (ballot, value) = match request {
             Request::Prepare { ballot } => (Some(ballot), None),
             Request::Accept { ballot, value } | Request::Decide { ballot, value } => {
@@ -118,24 +186,30 @@ impl PeerRequest {
             Some(v) => (Some(Base64(v.bytes)), Some(v.writer)),
             None => (None, None),
         };
-        PeerRequest {
-            version: PROTOCOL_VERSION,
-            from,
+        BatchMessage {
+            op,
             key: key.to_owned(),
             ballot,
             value,
             writer,
+            fence: (!fence.is_empty()).then_some(fence.0),
         }
     }
 
-    /// Decodes the request for route `op`, or says what is wrong with it.
-    pub fn into_request(self, op: Op) -> Result<Request<Value>, String> {
-        if self.version != PROTOCOL_VERSION {
+    /// The value bytes this message carries.
+    pub fn value_len(&self) -> usize {
+        self.value.as_ref().map_or(0, |v| v.0.len())
+    }
+
+    /// Decodes the message of a batch of protocol `version`, or says what is
+    /// wrong with it.
+    pub fn into_request(self, version: u32) -> Result<(String, Request<Value>, Fence), String> {
+        if version != PROTOCOL_VERSION {
             return Err(format!(
-                "peer protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
-                self.version
+                "peer protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})"
             ));
         }
+        let op = self.op;
         let ballot = || {
             let ballot = self
                 .ballot
@@ -156,7 +230,10 @@ impl PeerRequest {
             }),
             _ => Err(format!("{} needs a value and its writer", op.name())),
         };
-        Ok(match op {
+        if self.fence.is_some() && op != Op::Accept {
+            return Err(format!("{} carries no fence", op.name()));
+        }
+        let request = match op {
             Op::Prepare => Request::Prepare { ballot: ballot()? },
             Op::Accept => Request::Accept {
                 ballot: ballot()?,
@@ -167,90 +244,8 @@ impl PeerRequest {
                 ballot: ballot()?,
                 value: value()?,
             },
-        })
-    }
-}
-
-/// Most messages in one [`PeerBatch`].
-pub const MAX_BATCH_MESSAGES: usize = 256;
-
-/// A sender closes a batch before its values pass this many bytes (a batch
-/// of one message may carry a larger value).
-pub const BATCH_VALUE_BYTES: usize = 1 << 20;
-
-/// Body of `/v1/paxos/batch`: messages for any keys, from one node.
-///
-/// ```json
-/// {"version":1,"from":2,"messages":[{"op":"prepare","key":"a","ballot":{"round":7,"node":2}}]}
-/// ```
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerBatch {
-    /// [`PROTOCOL_VERSION`] of the sender.
-    pub version: u32,
-    /// The sending node.
-    pub from: NodeId,
-    /// At most [`MAX_BATCH_MESSAGES`].
-    pub messages: Vec<BatchMessage>,
-}
-
-/// One message of a [`PeerBatch`]: a [`PeerRequest`] with its operation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchMessage {
-    /// Which acceptor operation.
-    pub op: Op,
-    /// The register.
-    pub key: String,
-    /// As in [`PeerRequest`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ballot: Option<Ballot>,
-    /// As in [`PeerRequest`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Base64>,
-    /// As in [`PeerRequest`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub writer: Option<u64>,
-}
-
-impl BatchMessage {
-    /// Encodes `request` for `key`.
-    pub fn new(key: &str, request: Request<Value>) -> Self {
-        let op = Op::of(&request);
-        let PeerRequest {
-            key,
-            ballot,
-            value,
-            writer,
-            ..
-        } = PeerRequest::new(0, key, request);
-        BatchMessage {
-            op,
-            key,
-            ballot,
-            value,
-            writer,
-        }
-    }
-
-    /// The value bytes this message carries.
-    pub fn value_len(&self) -> usize {
-        self.value.as_ref().map_or(0, |v| v.0.len())
-    }
-
-    /// Decodes the request, with the checks of [`PeerRequest::into_request`].
-    pub fn into_request(self, version: u32) -> Result<(String, Request<Value>), String> {
-        let op = self.op;
-        let single = PeerRequest {
-            version,
-            from: 0,
-            key: self.key,
-            ballot: self.ballot,
-            value: self.value,
-            writer: self.writer,
         };
-        let key = single.key.clone();
-        Ok((key, single.into_request(op)?))
+        Ok((self.key, request, Fence(self.fence.unwrap_or_default())))
     }
 }
 
@@ -262,6 +257,8 @@ pub struct BatchResponse {
     pub version: u32,
     /// The answering node.
     pub from: NodeId,
+    /// The answering node's incarnation: its promises are made in it.
+    pub incarnation: Incarnation,
     /// The acceptor's answer to each message, or why it has none.
     pub replies: Vec<BatchReply>,
 }
@@ -272,35 +269,142 @@ pub struct BatchResponse {
 pub enum BatchReply {
     /// The acceptor answered (after its new state was durable).
     Ok(WireReply),
-    /// The acceptor could not act (its storage failed): no answer.
+    /// The acceptor could not act (its storage failed, it is rebuilding, or
+    /// it is overloaded): no answer.
     Error(String),
+}
+
+impl BatchReply {
+    /// Encodes one acceptor reply.
+    pub fn reply(reply: Reply<Value>) -> Self {
+        BatchReply::Ok(reply_to_wire(reply))
+    }
 }
 
 impl BatchResponse {
     /// Decodes the replies, refusing another protocol version or a count
     /// that does not match the `sent` messages.
     pub fn into_replies(self, sent: usize) -> Result<Vec<Result<Reply<Value>, String>>, String> {
+        if self.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "peer speaks protocol version {}, this node {PROTOCOL_VERSION}",
+                self.version
+            ));
+        }
         if self.replies.len() != sent {
             return Err(format!(
                 "{} replies to a batch of {sent} messages",
                 self.replies.len()
             ));
         }
-        let (version, from) = (self.version, self.from);
         self.replies
             .into_iter()
             .map(|reply| match reply {
-                BatchReply::Ok(reply) => PeerResponse {
-                    version,
-                    from,
-                    reply,
-                }
-                .into_reply()
-                .map(Ok),
+                BatchReply::Ok(reply) => reply_from_wire(reply).map(Ok),
                 BatchReply::Error(e) => Ok(Err(e)),
             })
             .collect()
     }
+}
+
+/// Body of `/v1/paxos/hello`: who are you?
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelloRequest {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The asking node.
+    pub from: NodeId,
+    /// The digest of the asker's membership (`identity::members_digest`).
+    pub digest: u64,
+}
+
+/// The answer to a [`HelloRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelloReply {
+    /// [`PROTOCOL_VERSION`] of the answering node.
+    pub version: u32,
+    /// The answering node.
+    pub from: NodeId,
+    /// The digest of its membership.
+    pub digest: u64,
+    /// Its cluster id; `None` while it is new and waits for the others.
+    pub cluster: Option<String>,
+    /// Its membership epoch.
+    pub epoch: u64,
+    /// Its lifecycle state: `joining`, `recovering`, `serving` or `failed`.
+    pub state: String,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// The newest incarnation it has recorded for the asker.
+    pub yours: Incarnation,
+    /// While joining: the nonce it offers for the cluster id.
+    pub nonce: Option<u64>,
+}
+
+/// Body of `/v1/paxos/fence`: record that I am now `incarnation`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceRequest {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The rebuilding node.
+    pub from: NodeId,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its membership epoch.
+    pub epoch: u64,
+    /// Its new incarnation.
+    pub incarnation: Incarnation,
+}
+
+/// The answer to a [`FenceRequest`], sent once the record is durable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceReply {
+    /// [`PROTOCOL_VERSION`] of the answering node.
+    pub version: u32,
+    /// The answering node.
+    pub from: NodeId,
+    /// The incarnation it has now recorded for the sender (at least the one
+    /// asked for).
+    pub recorded: Incarnation,
+}
+
+/// Body of `/v1/paxos/scan`: a page of the keys you hold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The asking node.
+    pub from: NodeId,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its membership epoch.
+    pub epoch: u64,
+    /// Keys after this one (bytewise), or from the first.
+    pub after: Option<String>,
+    /// At most this many keys (capped at [`MAX_SCAN_KEYS`]).
+    pub limit: usize,
+}
+
+/// Most keys in one [`ScanReply`].
+pub const MAX_SCAN_KEYS: usize = 10_000;
+
+/// The answer to a [`ScanRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanReply {
+    /// [`PROTOCOL_VERSION`] of the answering node.
+    pub version: u32,
+    /// The answering node.
+    pub from: NodeId,
+    /// The keys, in order.
+    pub keys: Vec<String>,
+    /// Whether keys remain after the last one.
+    pub more: bool,
 }
 
 /// A vote on the wire.
@@ -356,18 +460,6 @@ pub enum WireReply {
     Ack,
 }
 
-/// Body of a peer reply.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PeerResponse {
-    /// [`PROTOCOL_VERSION`] of the acceptor.
-    pub version: u32,
-    /// The answering node.
-    pub from: NodeId,
-    /// The acceptor's answer.
-    #[serde(flatten)]
-    pub reply: WireReply,
-}
-
 /// Refuses rounds no honest node produces, so a peer cannot push a node's
 /// ballot clock to the end of its range.
 fn check_round(ballot: Ballot) -> Result<Ballot, String> {
@@ -399,155 +491,163 @@ fn vote_from_wire(vote: Option<WireVote>) -> Option<Accepted<Value>> {
     })
 }
 
-impl PeerResponse {
-    /// Encodes `reply`, answered by `from`.
-    pub fn new(from: NodeId, reply: Reply<Value>) -> Self {
-        let reply = match reply {
-            Reply::Promise { ballot, accepted } => WireReply::Promise {
-                ballot,
-                accepted: vote_to_wire(accepted),
-            },
-            Reply::Accepted { ballot } => WireReply::Accepted { ballot },
-            Reply::Rejected { ballot, promised } => WireReply::Rejected { ballot, promised },
-            Reply::Decided { ballot, value } => WireReply::Decided {
-                ballot,
-                value: Base64(value.bytes),
-                writer: value.writer,
-            },
-            Reply::Vote { accepted } => WireReply::Vote {
-                accepted: vote_to_wire(accepted),
-            },
-            Reply::Ack => WireReply::Ack,
-        };
-        PeerResponse {
-            version: PROTOCOL_VERSION,
-            from,
-            reply,
-        }
+/// Encodes an acceptor reply for the wire.
+pub fn reply_to_wire(reply: Reply<Value>) -> WireReply {
+    match reply {
+        Reply::Promise { ballot, accepted } => WireReply::Promise {
+            ballot,
+            accepted: vote_to_wire(accepted),
+        },
+        Reply::Accepted { ballot } => WireReply::Accepted { ballot },
+        Reply::Rejected { ballot, promised } => WireReply::Rejected { ballot, promised },
+        Reply::Decided { ballot, value } => WireReply::Decided {
+            ballot,
+            value: Base64(value.bytes),
+            writer: value.writer,
+        },
+        Reply::Vote { accepted } => WireReply::Vote {
+            accepted: vote_to_wire(accepted),
+        },
+        Reply::Ack => WireReply::Ack,
     }
+}
 
-    /// Decodes the reply, refusing another protocol version.
-    pub fn into_reply(self) -> Result<Reply<Value>, String> {
-        if self.version != PROTOCOL_VERSION {
-            return Err(format!(
-                "peer speaks protocol version {}, this node {PROTOCOL_VERSION}",
-                self.version
-            ));
+/// Decodes an acceptor reply, refusing ballots no honest node sends.
+pub fn reply_from_wire(reply: WireReply) -> Result<Reply<Value>, String> {
+    let mut ballots = Vec::with_capacity(2);
+    match &reply {
+        WireReply::Promise { ballot, accepted } => {
+            ballots.push(*ballot);
+            ballots.extend(accepted.as_ref().map(|v| v.ballot));
         }
-        let mut ballots = Vec::with_capacity(2);
-        match &self.reply {
-            WireReply::Promise { ballot, accepted } => {
-                ballots.push(*ballot);
-                ballots.extend(accepted.as_ref().map(|v| v.ballot));
-            }
-            WireReply::Vote { accepted } => ballots.extend(accepted.as_ref().map(|v| v.ballot)),
-            WireReply::Accepted { ballot } | WireReply::Decided { ballot, .. } => {
-                ballots.push(*ballot)
-            }
-            WireReply::Rejected { ballot, promised } => ballots.extend([*ballot, *promised]),
-            WireReply::Ack => {}
-        }
-        for ballot in ballots {
-            check_round(ballot)?;
-        }
-        Ok(match self.reply {
-            WireReply::Promise { ballot, accepted } => Reply::Promise {
-                ballot,
-                accepted: vote_from_wire(accepted),
-            },
-            WireReply::Accepted { ballot } => Reply::Accepted { ballot },
-            WireReply::Rejected { ballot, promised } => Reply::Rejected { ballot, promised },
-            WireReply::Decided {
-                ballot,
-                value,
-                writer,
-            } => Reply::Decided {
-                ballot,
-                value: Value {
-                    writer,
-                    bytes: value.0,
-                },
-            },
-            WireReply::Vote { accepted } => Reply::Vote {
-                accepted: vote_from_wire(accepted),
-            },
-            WireReply::Ack => Reply::Ack,
-        })
+        WireReply::Vote { accepted } => ballots.extend(accepted.as_ref().map(|v| v.ballot)),
+        WireReply::Accepted { ballot } | WireReply::Decided { ballot, .. } => ballots.push(*ballot),
+        WireReply::Rejected { ballot, promised } => ballots.extend([*ballot, *promised]),
+        WireReply::Ack => {}
     }
+    for ballot in ballots {
+        check_round(ballot)?;
+    }
+    Ok(match reply {
+        WireReply::Promise { ballot, accepted } => Reply::Promise {
+            ballot,
+            accepted: vote_from_wire(accepted),
+        },
+        WireReply::Accepted { ballot } => Reply::Accepted { ballot },
+        WireReply::Rejected { ballot, promised } => Reply::Rejected { ballot, promised },
+        WireReply::Decided {
+            ballot,
+            value,
+            writer,
+        } => Reply::Decided {
+            ballot,
+            value: Value {
+                writer,
+                bytes: value.0,
+            },
+        },
+        WireReply::Vote { accepted } => Reply::Vote {
+            accepted: vote_from_wire(accepted),
+        },
+        WireReply::Ack => Reply::Ack,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn prepare(version: u32, round: u64) -> PeerRequest {
-        PeerRequest {
-            version,
-            from: 2,
-            key: "k".into(),
-            ballot: Some(Ballot::new(round, 2)),
-            value: None,
-            writer: None,
+    fn prepare(round: u64) -> BatchMessage {
+        BatchMessage::new(
+            "k",
+            Request::Prepare {
+                ballot: Ballot::new(round.max(1), 2),
+            },
+            Fence::default(),
+        )
+        .with_round(round)
+    }
+
+    impl BatchMessage {
+        fn with_round(mut self, round: u64) -> Self {
+            self.ballot = Some(Ballot::new(round, 2));
+            self
         }
     }
 
     /// Invariant 7: another protocol version is refused, not misread.
     #[test]
     fn other_protocol_versions_are_refused() {
-        assert!(prepare(2, 1).into_request(Op::Prepare).is_err());
-        assert!(prepare(PROTOCOL_VERSION, 1)
-            .into_request(Op::Prepare)
-            .is_ok());
-        let mut reply = PeerResponse::new(1, Reply::Ack);
-        reply.version = 9;
-        assert!(reply.into_reply().is_err());
+        assert!(prepare(1).into_request(1).is_err());
+        assert!(prepare(1).into_request(PROTOCOL_VERSION).is_ok());
+        let response = BatchResponse {
+            version: 9,
+            from: 1,
+            incarnation: 1,
+            replies: vec![BatchReply::reply(Reply::Ack)],
+        };
+        assert!(response.into_replies(1).is_err());
     }
 
     /// Invariant 2: a peer cannot push this node's ballot clock to the end
     /// of its range, nor send the "nothing promised" ballot.
     #[test]
     fn out_of_range_rounds_are_refused() {
-        assert!(prepare(PROTOCOL_VERSION, 0)
-            .into_request(Op::Prepare)
+        assert!(prepare(0).into_request(PROTOCOL_VERSION).is_err());
+        assert!(prepare(MAX_ROUND).into_request(PROTOCOL_VERSION).is_ok());
+        assert!(prepare(MAX_ROUND + 1)
+            .into_request(PROTOCOL_VERSION)
             .is_err());
-        assert!(prepare(PROTOCOL_VERSION, MAX_ROUND)
-            .into_request(Op::Prepare)
-            .is_ok());
-        assert!(prepare(PROTOCOL_VERSION, MAX_ROUND + 1)
-            .into_request(Op::Prepare)
-            .is_err());
-        let reply = PeerResponse::new(
-            1,
-            Reply::Rejected {
-                ballot: Ballot::new(1, 2),
-                promised: Ballot::new(u64::MAX, 3),
-            },
-        );
-        assert!(reply.into_reply().is_err());
+        let reply = reply_from_wire(reply_to_wire(Reply::Rejected {
+            ballot: Ballot::new(1, 2),
+            promised: Ballot::new(u64::MAX, 3),
+        }));
+        assert!(reply.is_err());
     }
 
     #[test]
-    fn values_round_trip_as_base64_with_their_writer() {
+    fn values_and_fences_round_trip() {
         let value = Value {
             writer: 7,
             bytes: Bytes::from_static(b"\x00\xffhi"),
         };
-        let request = PeerRequest::new(
+        let accept = Request::Accept {
+            ballot: Ballot::new(3, 1),
+            value: value.clone(),
+        };
+        let mut fence = Fence::default();
+        fence.promised(1, 1);
+        fence.promised(3, 2);
+        let batch = PeerBatch::new(
             1,
-            "k",
-            Request::Accept {
-                ballot: Ballot::new(3, 1),
-                value: value.clone(),
-            },
+            &Envelope::default(),
+            vec![BatchMessage::new("k", accept.clone(), fence.clone())],
         );
-        let json = serde_json::to_string(&request).unwrap();
-        let back: PeerRequest = serde_json::from_str(&json).unwrap();
+        let json = serde_json::to_string(&batch).unwrap();
+        let back: PeerBatch = serde_json::from_str(&json).unwrap();
+        let message = back.messages.into_iter().next().unwrap();
         assert_eq!(
-            back.into_request(Op::Accept).unwrap(),
-            Request::Accept {
-                ballot: Ballot::new(3, 1),
-                value
-            }
+            message.into_request(PROTOCOL_VERSION).unwrap(),
+            ("k".to_string(), accept, fence)
         );
+    }
+
+    /// Only an accept names promisers.
+    #[test]
+    fn a_fence_on_another_operation_is_refused() {
+        let mut fence = Fence::default();
+        fence.promised(1, 1);
+        let prepare = BatchMessage::new(
+            "k",
+            Request::Prepare {
+                ballot: Ballot::new(1, 1),
+            },
+            Fence::default(),
+        );
+        let forged = BatchMessage {
+            fence: Some(fence.0),
+            ..prepare
+        };
+        assert!(forged.into_request(PROTOCOL_VERSION).is_err());
     }
 }
