@@ -307,6 +307,7 @@ async fn peer<S: Storage, T: Transport>(
                 hello.from,
                 Control::Hello {
                     digest: hello.digest,
+                    nonce: hello.nonce,
                 },
             )
             .await?;

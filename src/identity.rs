@@ -46,6 +46,12 @@ pub struct Identity {
     /// The newest incarnation recorded for each peer (the fence).
     #[serde(default)]
     pub known: BTreeMap<NodeId, Incarnation>,
+    /// The genesis nonce each founding member offered when this cluster
+    /// started (empty when this node did not found it). A founder that
+    /// crashed before storing its identity shows the same nonce again and
+    /// is told it may join without a rebuild: it never voted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub founders: BTreeMap<NodeId, u64>,
     /// False from the moment this incarnation starts rebuilding until its
     /// rebuild is complete: a node that crashes meanwhile resumes the rebuild
     /// instead of serving a half-copied state.
@@ -114,6 +120,7 @@ impl Identity {
             epoch: FIRST_EPOCH,
             members: members.clone(),
             known: BTreeMap::new(),
+            founders: BTreeMap::new(),
             rebuilt: true,
         }
     }

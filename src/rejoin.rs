@@ -69,7 +69,10 @@ pub async fn handle_control<S: Storage, T: Transport>(
     message: Control,
 ) -> Result<ControlReply, AcceptorError> {
     match message {
-        Control::Hello { digest } => {
+        Control::Hello {
+            digest,
+            nonce: theirs,
+        } => {
             let identity = node.identity();
             let health = node.health();
             let nonce = match health {
@@ -97,6 +100,7 @@ pub async fn handle_control<S: Storage, T: Transport>(
                 incarnation: identity.incarnation,
                 yours: identity.known().of(from),
                 nonce,
+                founder: theirs.is_some() && identity.founders.get(&from) == theirs.as_ref(),
             }))
         }
         Control::Fence { incarnation } => {
@@ -200,6 +204,7 @@ async fn reset_storage<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
 /// Asks every other member who it is; the answers that came.
 async fn hello_all<S: Storage, T: Transport>(
     node: &Arc<Node<S, T>>,
+    nonce: Option<u64>,
 ) -> BTreeMap<NodeId, Result<HelloReply, String>> {
     let digest = identity::members_digest(&node.identity().members);
     let mut calls = JoinSet::new();
@@ -208,7 +213,7 @@ async fn hello_all<S: Storage, T: Transport>(
         calls.spawn(async move {
             let reply = node
                 .transport
-                .control(peer, Control::Hello { digest })
+                .control(peer, Control::Hello { digest, nonce })
                 .await;
             let reply = match reply {
                 Ok(ControlReply::Hello(hello)) => Ok(hello),
@@ -242,7 +247,7 @@ async fn genesis<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
     };
     let mine = identity::members_digest(&node.identity().members);
     loop {
-        let replies = hello_all(node).await;
+        let replies = hello_all(node, Some(nonce)).await;
         let mut waiting = Vec::new();
         let mut nonces = BTreeMap::from([(node.id, nonce)]);
         for (peer, reply) in &replies {
@@ -252,6 +257,25 @@ async fn genesis<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
                     "node {peer} was started with another member list (--peers): they must be the same on every node"
                 )),
                 Ok(hello) => match (&hello.cluster, hello.nonce) {
+                    (Some(cluster), _) if hello.founder => {
+                        // A founder saw this node's nonce at genesis: this
+                        // node crashed (or was slow) before it stored its
+                        // identity, and has never voted. It joins as is.
+                        let mut identity = node.identity();
+                        identity.cluster = cluster.clone();
+                        identity.epoch = hello.epoch;
+                        identity.rebuilt = true;
+                        match node.save_identity(identity).await {
+                            Ok(()) => {
+                                tracing::info!(%cluster, peer, "joined the cluster this node founded");
+                                node.set_health(Health::Serving);
+                            }
+                            Err(e) => node.set_health(Health::Joining(format!(
+                                "cannot store its identity: {e}"
+                            ))),
+                        }
+                        return;
+                    }
                     (Some(cluster), _) => {
                         // The cluster exists: this node is new in it, or lost
                         // its disk. Either way it rebuilds before it votes.
@@ -283,7 +307,8 @@ async fn genesis<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
             let lowest = *nonces.keys().next().expect("this node is a member");
             let members = node.identity().members;
             let cluster = identity::cluster_id(&members, nonces[&lowest]);
-            let identity = Identity::new(cluster.clone(), node.id, &members);
+            let mut identity = Identity::new(cluster.clone(), node.id, &members);
+            identity.founders = nonces;
             match node.save_identity(identity).await {
                 Ok(()) => {
                     tracing::info!(%cluster, "every member is new: a new cluster starts");
@@ -338,7 +363,7 @@ async fn rebuild<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
     }
     // 1. The next incarnation, from a majority of the others, all serving.
     let (serving, incarnation) = loop {
-        let replies = hello_all(node).await;
+        let replies = hello_all(node, None).await;
         let cluster = node.identity().cluster;
         let mut serving = Vec::new();
         let mut newest = node.identity().incarnation;

@@ -149,11 +149,12 @@ impl Transport for HttpTransport {
         let envelope = self.shared.envelope.read().expect("poisoned").clone();
         let me = self.shared.me;
         match message {
-            Control::Hello { digest } => {
+            Control::Hello { digest, nonce } => {
                 let body = HelloRequest {
                     version: PROTOCOL_VERSION,
                     from: me,
                     digest,
+                    nonce,
                 };
                 let reply: super::HelloReply = self.post(link, "v1/paxos/hello", &body).await?;
                 check_version(reply.version)?;

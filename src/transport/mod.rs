@@ -58,6 +58,8 @@ pub enum Control {
     Hello {
         /// `identity::members_digest` of the asker.
         digest: u64,
+        /// The asker's genesis nonce while it has no identity.
+        nonce: Option<u64>,
     },
     /// Record that the sender is now `incarnation`; answer once durable.
     Fence {

@@ -317,6 +317,8 @@ pub struct HelloRequest {
     pub from: NodeId,
     /// The digest of the asker's membership (`identity::members_digest`).
     pub digest: u64,
+    /// While the asker has no identity: the genesis nonce it offers.
+    pub nonce: Option<u64>,
 }
 
 /// The answer to a [`HelloRequest`].
@@ -341,6 +343,10 @@ pub struct HelloReply {
     pub yours: Incarnation,
     /// While joining: the nonce it offers for the cluster id.
     pub nonce: Option<u64>,
+    /// When it founded the cluster: whether the asker's nonce is the one
+    /// the asker offered at genesis (so the asker is a founder that never
+    /// voted, not a member that lost its disk).
+    pub founder: bool,
 }
 
 /// Body of `/v1/paxos/fence`: record that I am now `incarnation`.
