@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
-    acceptor, Ballot, BallotClock, Fence, Members, NodeId, Progress, ReadProgress, ReadRound,
-    Reply, Request, Round, Step,
+    acceptor, Ballot, BallotClock, Fence, Incarnation, Members, NodeId, Progress, ReadProgress,
+    ReadRound, Reply, Request, Round, Step,
 };
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
@@ -348,6 +348,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
         self.identity.read().expect("poisoned").clone()
     }
 
+    /// This node's incarnation (what its promises are made in).
+    pub fn incarnation(&self) -> Incarnation {
+        self.identity.read().expect("poisoned").incarnation
+    }
+
     /// Why peers were refused lately (another cluster or membership).
     pub fn peer_notes(&self) -> BTreeMap<NodeId, String> {
         self.peer_notes.lock().expect("poisoned").clone()
@@ -550,7 +555,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         inc(&self.metrics.acceptor_requests);
         let incarnation = {
             let identity = self.identity.read().expect("poisoned");
-            if let Request::Accept { .. } = request {
+            if matches!(request, Request::Accept { .. }) && !fence.is_empty() {
                 identity
                     .known()
                     .admits(fence)
@@ -718,6 +723,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// its ballot clock may be behind the rounds it used before it lost its
     /// disk until its rebuild has moved it past them.
     async fn serving_by(&self, deadline: Instant) -> Result<(), NodeError> {
+        if *self.health.borrow() == Health::Serving {
+            return Ok(());
+        }
         let mut health = self.health.subscribe();
         let serving = async { health.wait_for(|h| *h == Health::Serving).await.map(|_| ()) };
         match tokio::time::timeout_at(deadline, serving).await {
