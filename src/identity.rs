@@ -52,6 +52,11 @@ pub struct Identity {
     /// is told it may join without a rebuild: it never voted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub founders: BTreeMap<NodeId, u64>,
+    /// The id of the database this identity was stored with
+    /// (`Storage::database_id`): a different one means the database was
+    /// replaced or deleted under the identity, and the node rebuilds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<u64>,
     /// False from the moment this incarnation starts rebuilding until its
     /// rebuild is complete: a node that crashes meanwhile resumes the rebuild
     /// instead of serving a half-copied state.
@@ -121,6 +126,7 @@ impl Identity {
             members: members.clone(),
             known: BTreeMap::new(),
             founders: BTreeMap::new(),
+            database: None,
             rebuilt: true,
         }
     }

@@ -259,7 +259,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> Result<Arc<Self>, StartError> {
         let (identity, health) = match storage.load_meta(META_NAME)? {
             Some(bytes) => {
-                let identity = Identity::decode(&bytes, id)?;
+                let mut identity = Identity::decode(&bytes, id)?;
                 if &identity.members != urls {
                     tracing::warn!(
                         stored = ?identity.members,
@@ -267,7 +267,15 @@ impl<S: Storage, T: Transport> Node<S, T> {
                         "--peers differs from the membership stored in the data directory; the stored membership wins"
                     );
                 }
-                let health = if identity.rebuilt {
+                let database = storage.database_id()?;
+                let health = if identity.database.is_some_and(|d| d != database) {
+                    identity.rebuilt = false;
+                    Health::Recovering(
+                        "its database is not the one its identity was stored with (replaced \
+                         or deleted under it): it rebuilds from a majority of the other members"
+                            .into(),
+                    )
+                } else if identity.rebuilt {
                     Health::Serving
                 } else {
                     Health::Recovering(
@@ -369,7 +377,8 @@ impl<S: Storage, T: Transport> Node<S, T> {
     }
 
     /// Makes `identity` durable, then current (transport envelope included).
-    pub(crate) async fn save_identity(&self, identity: Identity) -> Result<(), StorageError> {
+    pub(crate) async fn save_identity(&self, mut identity: Identity) -> Result<(), StorageError> {
+        identity.database = Some(self.storage.database_id()?);
         self.storage
             .store_meta(META_NAME, identity.encode())
             .await
@@ -431,6 +440,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// This node's timing knobs.
+    pub fn timing(&self) -> &Timing {
+        &self.timing
     }
 
     /// The cluster's members.
@@ -1150,6 +1164,18 @@ mod tests {
         );
         let error = refused.err().expect("refused").to_string();
         assert!(error.contains("belongs to node 3"), "{error}");
+        // An identity stored with another database: replaced under it.
+        let mut replaced = mine.clone();
+        replaced.database = Some(other.database_id().unwrap().wrapping_add(1));
+        let moved = MemoryStorage::new();
+        moved
+            .store_meta(META_NAME, replaced.encode())
+            .await
+            .unwrap();
+        assert!(matches!(
+            open(3, &moved, &net).health(),
+            Health::Recovering(_)
+        ));
         // An unfinished rebuild resumes.
         let mut half = mine;
         half.rebuilt = false;

@@ -200,6 +200,13 @@ impl Storage for SimStorage {
         }
     }
 
+    fn database_id(&self) -> Result<u64, StorageError> {
+        match &self.disk {
+            Disk::Honest(m) => m.database_id(),
+            Disk::Forgetful(f) => Ok(Arc::as_ptr(f) as u64),
+        }
+    }
+
     fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         match &self.disk {
             Disk::Honest(m) => m.load_meta(name),

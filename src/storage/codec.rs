@@ -2,7 +2,8 @@
 //!
 //! Keys in the sled tree:
 //! - `m` + name: node metadata (`mformat`: the format version byte,
-//!   `mround`: the ballot reservation mark as u64 big-endian; `mprobe`, the
+//!   `mround`: the ballot reservation mark as u64 big-endian, `mdatabase`:
+//!   the database's random id as u64 big-endian; `mprobe`, the
 //!   time of a storage probe, was written by earlier releases);
 //! - `s` + key: the state record of a register: a header, followed by the
 //!   accepted value itself when it fits in one chunk (flag bit 2, "inline");
@@ -41,6 +42,9 @@ pub const CHUNK: usize = 4096;
 
 pub const FORMAT_KEY: &[u8] = b"mformat";
 pub const ROUND_KEY: &[u8] = b"mround";
+/// A random id given to a database when it is created: the identity names
+/// it, so a node notices when its database was replaced under it.
+pub const DATABASE_ID_KEY: &[u8] = b"mdatabase";
 const HEADER_LEN: usize = 38;
 
 const HAS_VOTE: u8 = 1;

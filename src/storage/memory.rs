@@ -19,6 +19,7 @@ struct Inner {
     states: Mutex<BTreeMap<String, State>>,
     round_mark: Mutex<u64>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
+    id: std::sync::OnceLock<u64>,
     failing: AtomicBool,
 }
 
@@ -89,6 +90,10 @@ impl Storage for MemoryStorage {
             .take(limit)
             .map(|(key, state)| (key.clone(), state.clone()))
             .collect())
+    }
+
+    fn database_id(&self) -> Result<u64, StorageError> {
+        Ok(*self.inner.id.get_or_init(rand::random))
     }
 
     fn load_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

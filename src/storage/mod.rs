@@ -107,6 +107,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Flushes everything to disk; called at shutdown.
     fn flush(&self) -> Result<(), StorageError>;
 
+    /// The random id this database was given when it was created (a fresh
+    /// database after [`Storage::reset`] has another).
+    fn database_id(&self) -> Result<u64, StorageError>;
+
     /// Why the store refuses to work, after a write to its disk failed
     /// (docs/design.md, invariant 9): it then never writes to that database
     /// again. `None` while healthy.

@@ -40,7 +40,9 @@ use std::thread::JoinHandle;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use super::codec::{self, Header, CHUNK, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, ROUND_KEY};
+use super::codec::{
+    self, Header, CHUNK, DATABASE_ID_KEY, FORMAT_KEY, FORMAT_VERSION, OLDEST_READABLE, ROUND_KEY,
+};
 use super::{State, Storage, StorageError};
 use crate::paxos::Accepted;
 use crate::value::Value;
@@ -168,6 +170,11 @@ impl Open {
                     supported: FORMAT_VERSION,
                 })
             }
+        }
+        if db.get(DATABASE_ID_KEY)?.is_none() {
+            let id: u64 = rand::random();
+            db.insert(DATABASE_ID_KEY, &id.to_be_bytes())?;
+            db.flush()?;
         }
         let log = File::open(dir.join("db"))?;
         log.sync_all()?;
@@ -504,6 +511,19 @@ impl Storage for SledStorage {
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(|e| StorageError::Io(format!("metadata write failed: {e}")))?
+    }
+
+    fn database_id(&self) -> Result<u64, StorageError> {
+        let open = self.open_db()?;
+        let raw = open
+            .db
+            .get(DATABASE_ID_KEY)?
+            .ok_or_else(|| StorageError::Corrupt("the database has no id".into()))?;
+        let bytes: [u8; 8] = raw
+            .as_ref()
+            .try_into()
+            .map_err(|_| StorageError::Corrupt(format!("database id of {} bytes", raw.len())))?;
+        Ok(u64::from_be_bytes(bytes))
     }
 
     fn failure(&self) -> Option<String> {
