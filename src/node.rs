@@ -22,6 +22,7 @@ use crate::paxos::{
 use crate::storage::{Storage, StorageError};
 use crate::transport::{PeerHandler, Transport, TransportError};
 use crate::value::Value;
+use crate::waiters::Waiters;
 
 /// Timing knobs of a node.
 #[derive(Clone, Debug)]
@@ -112,6 +113,8 @@ pub struct Node<S, T> {
     /// When each peer last answered.
     last_seen: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     metrics: Metrics,
+    /// Readers of `GET ?wait`, woken when a decided state is stored.
+    waiters: Waiters,
 }
 
 const KEY_LOCK_STRIPES: usize = 4096;
@@ -144,6 +147,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
             rng: std::sync::Mutex::new(rng),
             last_seen: std::sync::Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
+            waiters: Waiters::default(),
         }))
     }
 
@@ -165,6 +169,16 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// This node's storage.
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// This node's timing knobs.
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    /// The readers waiting on keys of this node (`GET ?wait`).
+    pub fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 
     /// How long ago each peer last answered a call from this node.
@@ -260,6 +274,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
                     .store(key, persist.state())
                     .await
                     .inspect_err(|_| self.storage_failed())?;
+                // A decide received, or this node's own announce: wake readers.
+                if persist.state().decided {
+                    self.waiters.notify(key);
+                }
                 Ok(persist.reply_once_durable().1)
             }
         }

@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::node::Node;
 use crate::paxos::{Members, Request};
 use crate::storage::{SledStorage, Storage};
+use crate::transport::list::ListPeers;
 use crate::transport::{HttpTransport, Transport};
 
 /// The production node type.
@@ -209,6 +210,12 @@ impl Prepared {
                 .map(|(id, url)| (*id, url.as_str().trim_end_matches('/').to_string()))
                 .collect(),
             connections: stats.clone(),
+            list_peers: Arc::new(ListPeers::new(
+                config.id,
+                &config.peers,
+                config.token.as_deref(),
+                config.peer_timeout,
+            )?),
         });
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
