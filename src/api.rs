@@ -526,6 +526,11 @@ async fn metrics<S: Storage, T: Transport>(
             state.connections.open(),
         ),
         (
+            "paxos_kv_waiters",
+            "Readers waiting for a value to be chosen (GET ?wait) now.",
+            node.waiters().count() as u64,
+        ),
+        (
             "paxos_kv_shed_connections",
             "Connections refused with 503 at the connection limit since start.",
             state.connections.shed(),
