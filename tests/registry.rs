@@ -661,3 +661,77 @@ async fn a_waiter_wakes_when_a_get_finishes_a_dead_proposers_value() {
         .unwrap();
     assert_eq!(answered, (200, "elected".into()));
 }
+
+/// Runs the `paxos-kv` binary with `args`; its exit code, stdout and stderr.
+async fn cli(args: &[&str]) -> (i32, String, String) {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paxos-kv"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the CLI finishes")
+    .expect("the CLI runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `paxos-kv list` follows every page and prints one key per line (or
+/// `key<TAB>value`), exit 1 when nothing is listed; `paxos-kv get --wait`
+/// prints the value once another client's PUT is chosen, and exits 1 when
+/// its wait ends with nothing chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_waits() {
+    let c = Cluster::start(Options::default()).await;
+    let url = c.url(2);
+    for (key, value) in [
+        ("svc/a", "1"),
+        ("svc/b/c", "2"),
+        ("svc/ü", "3"),
+        ("svcx", "4"),
+    ] {
+        assert_eq!(put(&c, 1, key, value).await, 201);
+    }
+    let (code, out, err) = cli(&["list", "--url", &url, "svc/"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "svc/a\nsvc/b/c\nsvc/ü\n"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&["list", "--url", &url, "--values", "svc"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "svc/a\t1\nsvc/b/c\t2\nsvc/ü\t3\nsvcx\t4\n"),
+        "{err}"
+    );
+    let (code, out, _) = cli(&["list", "--url", &url]).await;
+    assert_eq!((code, out.lines().count()), (0, 4), "no prefix: every key");
+    let (code, out, err) = cli(&["list", "--url", &url, "nothing/"]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("not found"), "{err}");
+
+    let (code, _, err) = cli(&["get", "--url", &url, "--wait", "1s", "svc/none"]).await;
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = cli(&["get", "--url", &url, "--wait", "soon", "svc/none"]).await;
+    assert_eq!(code, 2, "{err}");
+    let waiter = tokio::spawn({
+        let url = c.url(3);
+        async move { cli(&["get", "--url", &url, "--wait", "5m", "svc/late"]).await }
+    });
+    poll("the CLI waits on node 3", || async {
+        match waiters(&c, 3).await {
+            1 => Ok(()),
+            n => Err(format!("{n} waiters")),
+        }
+    })
+    .await;
+    assert_eq!(put(&c, 1, "svc/late", "published").await, 201);
+    let (code, out, err) = waiter.await.unwrap();
+    assert_eq!((code, out.as_str()), (0, "published"), "{err}");
+    c.shutdown().await;
+}
