@@ -220,6 +220,12 @@ impl Prepared {
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(id = config.id, %addr, members = config.peers.len(), "serving");
+        // Waiting readers (GET ?wait) answer at once when the stop begins.
+        let waiters_of = node.clone();
+        let shutdown = async move {
+            shutdown.await;
+            waiters_of.waiters().close();
+        };
         let result = serve(listener, router(state), limits, stats, shutdown).await;
         heartbeat.abort();
         node.storage()

@@ -32,12 +32,24 @@ use crate::transport::Transport;
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The channels of every key that has at least one waiter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Waiters {
     keys: Mutex<HashMap<Arc<str>, watch::Sender<()>>>,
     /// Number of waiters on all keys; lets [`Waiters::notify`] skip the lock
     /// when nobody waits (the common case on the acceptor's path).
     waiting: AtomicUsize,
+    /// True once the node shuts down: waits end early.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Waiters {
+    fn default() -> Self {
+        Waiters {
+            keys: Mutex::default(),
+            waiting: AtomicUsize::new(0),
+            closing: watch::channel(false).0,
+        }
+    }
 }
 
 /// One registered waiter; leaving (drop) removes the key's channel when it
@@ -46,6 +58,7 @@ pub struct Waiter<'a> {
     waiters: &'a Waiters,
     key: Arc<str>,
     changed: Option<watch::Receiver<()>>,
+    closing: watch::Receiver<bool>,
 }
 
 impl Waiters {
@@ -66,6 +79,7 @@ impl Waiters {
             waiters: self,
             key: Arc::from(key),
             changed: Some(changed),
+            closing: self.closing.subscribe(),
         }
     }
 
@@ -78,6 +92,13 @@ impl Waiters {
         if let Some(tx) = self.keys.lock().expect("poisoned").get(key) {
             tx.send_replace(());
         }
+    }
+
+    /// Ends every wait, now and later: each answers what a plain GET
+    /// answers. Called when the node starts shutting down, so that its
+    /// graceful stop does not wait for waiters.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Number of waiters on all keys now.
@@ -93,12 +114,20 @@ impl Waiters {
 
 impl Waiter<'_> {
     /// Resolves at the first notify of the key since the last call (or since
-    /// [`Waiters::register`]).
+    /// [`Waiters::register`]), or once [`Waiters::close`] was called.
     pub async fn changed(&mut self) {
         let rx = self.changed.as_mut().expect("present until drop");
         // The sender lives while this receiver does (removed only by the
         // last waiter's drop), so `changed` cannot fail; treat it as a wake.
-        let _ = rx.changed().await;
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = self.closing.wait_for(|closing| *closing) => {}
+        }
+    }
+
+    /// Whether the node is shutting down ([`Waiters::close`]).
+    pub fn closing(&self) -> bool {
+        *self.closing.borrow()
     }
 }
 
@@ -133,10 +162,14 @@ pub async fn get_or_wait<S: Storage, T: Transport>(
     // Before the first read, so a decide in between is not missed.
     let mut waiter = node.waiters().register(key);
     loop {
-        match node.get(key).await {
-            Ok(Some(value)) => return Ok(Some(value)),
+        let found = node.get(key).await;
+        match &found {
+            Ok(Some(_)) => return found,
             Ok(None) | Err(NodeError::Unavailable) => {}
-            Err(e) => return Err(e),
+            Err(_) => return found,
+        }
+        if waiter.closing() {
+            return found; // the node stops: answer what GET just did
         }
         if tokio::time::timeout_at(deadline, waiter.changed())
             .await
@@ -169,6 +202,17 @@ mod tests {
         waiters.notify("k/");
         let woke = tokio::time::timeout(Duration::from_millis(50), waiter.changed()).await;
         assert!(woke.is_err(), "only a notify of \"k\" may wake it");
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_wait() {
+        let waiters = Waiters::default();
+        let mut waiter = waiters.register("k");
+        waiters.close();
+        tokio::time::timeout(Duration::from_secs(60), waiter.changed())
+            .await
+            .expect("woken by close");
+        assert!(waiter.closing() && waiters.register("j").closing());
     }
 
     #[test]

@@ -357,7 +357,8 @@ async fn a_waiter_wakes_when_another_nodes_put_is_chosen() {
 }
 
 /// At the end of its wait, a waiter answers what a GET would: 404 (JSON)
-/// when no value is chosen; a bad duration is refused.
+/// when no value is chosen; also when its node stops; a bad duration is
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_that_ends_with_nothing_chosen_is_404() {
     let c = Cluster::start(Options::default()).await;
@@ -375,6 +376,31 @@ async fn a_wait_that_ends_with_nothing_chosen_is_404() {
         let (status, body) = get_json(&c, 1, bad).await;
         assert_400(status, &body, bad, "wait");
     }
+
+    // A node that stops answers its waiters first (a GET's answer), instead
+    // of holding its graceful stop for them or dropping their connections.
+    let mut c = c;
+    let waiter = tokio::spawn({
+        let (client, url) = (c.client().clone(), c.kv(3, "cfg/none?wait=600s"));
+        async move {
+            let response = client
+                .get(url)
+                .send()
+                .await
+                .expect("the waiter is answered");
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    poll("the waiter registers on node 3", || async {
+        match waiters(&c, 3).await {
+            1 => Ok(()),
+            n => Err(format!("{n} waiters")),
+        }
+    })
+    .await;
+    c.stop(3).await;
+    let (status, body) = waiter.await.unwrap();
+    assert_eq!(status, 404, "{body}");
     c.shutdown().await;
 }
 
