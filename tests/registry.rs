@@ -761,3 +761,58 @@ async fn the_cli_lists_and_waits() {
     assert_eq!((code, out.as_str()), (0, "published"), "{err}");
     c.shutdown().await;
 }
+
+/// `/v1/paxos/list` is a peer route: the cluster token is required (401),
+/// the sender must be a member and the limit within 1..=10000 (400); a
+/// member answers its voted keys with `more` when its page is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_list_route_is_guarded_like_the_others() {
+    let c = Cluster::start(Options::default()).await;
+    assert_eq!(put(&c, 1, "p/a", "1").await, 201);
+    assert_eq!(put(&c, 1, "p/b", "2").await, 201);
+    let url = format!("{}/v1/paxos/list", c.url(2));
+    let request = |from: u32, limit: usize| json!({"version": 1, "from": from, "prefix": "p/", "limit": limit, "values": true});
+    let anonymous = c
+        .client()
+        .post(&url)
+        .json(&request(1, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    for (body, why) in [
+        (request(9, 10), "not a member"),
+        (request(1, 0), "outside 1..=10000"),
+        (request(1, 10_001), "outside 1..=10000"),
+    ] {
+        let response = c
+            .client()
+            .post(&url)
+            .bearer_auth(harness::TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].as_str().unwrap().contains(why), "{error}");
+    }
+    // Decided on node 2 once node 1's announce arrived.
+    let page = poll("node 2 knows both keys are decided", || async {
+        let page = peer(&c, 2, "list", request(1, 1)).await;
+        if page["entries"][0]["decided"] == true {
+            Ok(page)
+        } else {
+            Err(page.to_string())
+        }
+    })
+    .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["entries"][0]["key"], "p/a");
+    assert_eq!(page["entries"][0]["value"], STANDARD.encode("1"));
+    assert_eq!(
+        (page["more"].clone(), page["from"].clone()),
+        (json!(true), json!(2))
+    );
+    c.shutdown().await;
+}
