@@ -10,14 +10,20 @@ use paxos_kv::value::Value;
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStorage::open(dir.path()).expect("open");
     let state = |i: usize| State {
         promised: Ballot::new(1, 1),
         accepted: Some(Accepted {
             ballot: Ballot::new(1, 1),
-            value: Value { writer: i as u64, bytes: Bytes::from(vec![b'v'; 256]) },
+            value: Value {
+                writer: i as u64,
+                bytes: Bytes::from(vec![b'v'; 256]),
+            },
         }),
         decided: true,
     };
@@ -27,7 +33,10 @@ async fn main() {
         let store = store.clone();
         writes.spawn(async move {
             for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
-                store.store(&format!("key/{i:08}"), &state(i)).await.expect("store");
+                store
+                    .store(&format!("key/{i:08}"), &state(i))
+                    .await
+                    .expect("store");
             }
         });
         if writes.len() >= 64 {

@@ -17,15 +17,19 @@ use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::key::{parse_key, validate_key, KeyError};
+use crate::list::{list, local_page, ListQuery};
 use crate::node::{AcceptorError, Node, NodeError, PutOutcome};
 use crate::paxos::{Members, NodeId};
+use crate::query::{parse_read_query, ReadQuery};
 use crate::server::ConnectionStats;
 use crate::storage::Storage;
+use crate::transport::list::{ListPeers, ListRequest};
 use crate::transport::wire::{
     Base64, BatchReply, BatchResponse, FenceReply, FenceRequest, HelloRequest, PeerBatch,
     ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
 };
 use crate::transport::{Control, ControlReply, Transport};
+use crate::waiters::get_or_wait;
 
 /// Everything the handlers share.
 pub struct AppState<S, T> {
@@ -41,6 +45,8 @@ pub struct AppState<S, T> {
     pub peer_urls: Vec<(u32, String)>,
     /// The connection layer's counters, for `/metrics`.
     pub connections: Arc<ConnectionStats>,
+    /// Asks members for their pages of a list (`?keys`, `?recurse`).
+    pub list_peers: Arc<ListPeers>,
 }
 
 /// Every failure the API reports, mapped to a status code in one place.
@@ -58,6 +64,9 @@ pub enum ApiError {
     /// 400: the body could not be read.
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    /// 400: a query parameter of a GET is wrong (`limit`, `after`, `wait`).
+    #[error("{0}")]
+    BadQuery(String),
     /// 404 on GET: a majority confirmed no value is chosen.
     #[error("no value is chosen for this key")]
     NotFound,
@@ -94,9 +103,10 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadKey(_) | ApiError::BadBody(_) | ApiError::BadPeerMessage(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadKey(_)
+            | ApiError::BadBody(_)
+            | ApiError::BadPeerMessage(_)
+            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -164,11 +174,15 @@ pub fn router<S: Storage, T: Transport>(state: Arc<AppState<S, T>>) -> Router {
         )
         .route(
             "/v1/kv/",
-            get(empty_key).put(empty_key).fallback(method_not_allowed),
+            get(list_all::<S, T>)
+                .put(empty_key)
+                .fallback(method_not_allowed),
         )
         .route(
             "/v1/kv",
-            get(empty_key).put(empty_key).fallback(method_not_allowed),
+            get(list_all::<S, T>)
+                .put(empty_key)
+                .fallback(method_not_allowed),
         )
         .route(
             "/v1/paxos/{op}",
@@ -244,10 +258,65 @@ async fn get_value<S: Storage, T: Transport>(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
-    match state.node.get(&key).await? {
+    let found = match parse_read_query(&uri).map_err(ApiError::BadQuery)? {
+        ReadQuery::Plain => state.node.get(&key).await?,
+        ReadQuery::Wait(wait) => get_or_wait(&state.node, &key, wait).await?,
+        ReadQuery::List {
+            after,
+            limit,
+            values,
+        } => return list_response(&state, key, after, limit, values).await,
+    };
+    match found {
         Some(value) => Ok(raw(StatusCode::OK, value)),
         None => Err(ApiError::NotFound),
     }
+}
+
+/// `GET /v1/kv/?keys`: a list of every key; without `?keys` or `?recurse`
+/// the key is missing (400).
+async fn list_all<S: Storage, T: Transport>(
+    State(state): State<Arc<AppState<S, T>>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    match parse_read_query(&uri).map_err(ApiError::BadQuery)? {
+        ReadQuery::List {
+            after,
+            limit,
+            values,
+        } => list_response(&state, String::new(), after, limit, values).await,
+        _ => Err(ApiError::BadKey(KeyError::Empty)),
+    }
+}
+
+/// The JSON page of docs/api.md "list": `{"keys":[..],"next":..}`, or
+/// `{"entries":[{"key":..,"value":BASE64}],"next":..}` with values.
+async fn list_response<S: Storage, T: Transport>(
+    state: &AppState<S, T>,
+    prefix: String,
+    after: Option<String>,
+    limit: usize,
+    values: bool,
+) -> Result<Response, ApiError> {
+    let query = ListQuery {
+        prefix,
+        after,
+        limit,
+        values,
+    };
+    let page = list(&state.node, &state.list_peers, &query).await?;
+    let body = if values {
+        let entries: Vec<_> = page
+            .entries
+            .into_iter()
+            .map(|(key, value)| json!({ "key": key, "value": Base64(value.unwrap_or_default()) }))
+            .collect();
+        json!({ "entries": entries, "next": page.next })
+    } else {
+        let keys: Vec<_> = page.entries.into_iter().map(|(key, _)| key).collect();
+        json!({ "keys": keys, "next": page.next })
+    };
+    Ok(Json(body).into_response())
 }
 
 /// Reads a whole body of at most `limit` bytes within `timeout`; a slow or
@@ -405,6 +474,7 @@ async fn peer<S: Storage, T: Transport>(
                 other => Err(unexpected(other)),
             }
         }
+        "list" => peer_list(&state, body).await,
         _ => Err(ApiError::NoRoute),
     }
 }
@@ -491,6 +561,28 @@ async fn peer_batch<S: Storage, T: Transport>(
         incarnation,
         replies,
     }))
+}
+
+/// `/v1/paxos/list`: this node's page of voted registers
+/// (`src/transport/list.rs`). Changes nothing.
+async fn peer_list<S: Storage, T: Transport>(
+    state: &AppState<S, T>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // A prefix and an `after` of at most 1024 bytes each, escaped, and JSON.
+    let body = read_body(body, 16 * 1024, state.body_timeout).await?;
+    let request: ListRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
+    check_sender(state.node.members(), request.from)?;
+    request.check().map_err(ApiError::BadPeerMessage)?;
+    state
+        .node
+        .admit_peer(request.from, &request.cluster, request.epoch)
+        .map_err(ApiError::OtherCluster)?;
+    let page = local_page(&state.node, &request)
+        .await
+        .map_err(NodeError::from)?;
+    Ok(Json(page).into_response())
 }
 
 fn check_sender(members: &Members, from: NodeId) -> Result<(), ApiError> {
@@ -600,6 +692,11 @@ async fn metrics<S: Storage, T: Transport>(
             "paxos_kv_open_connections",
             "Client and peer connections being served now.",
             state.connections.open(),
+        ),
+        (
+            "paxos_kv_waiters",
+            "Readers waiting for a value to be chosen (GET ?wait) now.",
+            node.waiters().count() as u64,
         ),
         (
             "paxos_kv_shed_connections",

@@ -25,6 +25,9 @@ pub enum Mode {
     Put,
     /// GET keys written before the clock starts.
     Get,
+    /// List a page of `--page` keys (`?keys&limit=N&after=K`, K at random)
+    /// out of `--keys` written before the clock starts.
+    List,
 }
 
 /// Which server API to drive.
@@ -54,9 +57,12 @@ pub struct BenchArgs {
     /// Size of each value.
     #[arg(long, default_value_t = 256)]
     pub value_bytes: usize,
-    /// get mode: how many keys to write first and read at random.
+    /// get and list modes: how many keys to write first.
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
+    /// list mode: keys per page (`limit`).
+    #[arg(long, default_value_t = 1000)]
+    pub page: usize,
     /// Stop after this many requests even if time remains.
     #[arg(long, default_value_t = 10_000_000)]
     pub max_requests: u64,
@@ -118,6 +124,17 @@ impl Target {
                 .json(&json!({ "key": STANDARD.encode(key) })),
         };
         self.finish(request, false).await
+    }
+
+    /// One page of the keys under `prefix` after `after` (paxos-kv only).
+    async fn list(&self, i: usize, prefix: &str, after: &str, limit: usize) -> String {
+        let base = &self.urls[i % self.urls.len()];
+        let url = format!(
+            "{base}/v1/kv/{}?keys&limit={limit}&after={}",
+            encode_key(prefix),
+            encode_key(after)
+        );
+        self.finish(self.client.get(url), false).await
     }
 
     /// The outcome as a paxos-kv status code (etcd's answers are mapped to
@@ -188,7 +205,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     rand::rng().fill_bytes(&mut value);
     let value = Arc::new(value);
 
-    if args.mode == Mode::Get {
+    if args.mode == Mode::List && args.api != Api::PaxosKv {
+        return Err("--mode list drives the paxos-kv API only".into());
+    }
+    if args.mode != Mode::Put {
         // Write the keys first, outside the measured phase.
         let mut writers = tokio::task::JoinSet::new();
         for w in 0..args.concurrency {
@@ -223,7 +243,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
             prefix.clone(),
             budget.clone(),
         );
-        let (mode, keys) = (args.mode, args.keys.max(1));
+        let (mode, keys, page) = (args.mode, args.keys.max(1), args.page);
         workers.spawn(async move {
             let mut hist = Histogram::<u64>::new(3).expect("histogram");
             let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
@@ -248,6 +268,13 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
                     Mode::Get => {
                         let k = rng.random_range(0..keys);
                         target.get(w + i, &format!("{prefix}/{k}")).await
+                    }
+                    Mode::List => {
+                        let k = rng.random_range(0..keys);
+                        let after = format!("{prefix}/{k}");
+                        target
+                            .list(w + i, &format!("{prefix}/"), &after, page)
+                            .await
                     }
                 };
                 let us = t0.elapsed().as_micros().max(1) as u64;

@@ -1,4 +1,4 @@
-//! The small command-line client: `paxos-kv put` and `paxos-kv get`.
+//! The small command-line client: `paxos-kv put`, `get` and `list`.
 //!
 //! Exit codes (API.md): 0 on 200/201, 1 on 404/409 (why on stderr), 2 on
 //! any other failure.
@@ -6,7 +6,10 @@
 use std::io::Write;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::key::{encode_key, validate_key};
+use crate::transport::wire::Base64;
 
 /// Exit code: success.
 pub const OK: u8 = 0;
@@ -16,8 +19,14 @@ pub const REFUSED: u8 = 1;
 pub const FAILED: u8 = 2;
 
 fn client() -> Result<reqwest::Client, String> {
+    client_for(Duration::ZERO)
+}
+
+/// A client whose requests may take `extra` longer than the usual 30 s
+/// (a `get --wait`).
+fn client_for(extra: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30) + extra)
         .no_proxy()
         .build()
         .map_err(|e| e.to_string())
@@ -93,11 +102,15 @@ pub async fn put(base: &str, key: &str, value: Vec<u8>) -> u8 {
     }
 }
 
-/// `paxos-kv get`: prints the value of `key` to stdout.
-pub async fn get(base: &str, key: &str) -> u8 {
+/// `paxos-kv get [--wait D]`: prints the value of `key` to stdout; with
+/// `wait`, the server waits up to that long for a value to be chosen.
+pub async fn get(base: &str, key: &str, wait: Option<Duration>) -> u8 {
     let result = async {
-        let url = url_for(base, key)?;
-        let response = client()?
+        let mut url = url_for(base, key)?;
+        if let Some(wait) = wait {
+            url.push_str(&format!("?wait={}ms", wait.as_millis()));
+        }
+        let response = client_for(wait.unwrap_or_default())?
             .get(url)
             .send()
             .await
@@ -121,6 +134,109 @@ pub async fn get(base: &str, key: &str) -> u8 {
             REFUSED
         }
         Ok((status, body)) => fail(format!("HTTP {status}: {}", reason(&body))),
+    }
+}
+
+/// `paxos-kv list [--values] PREFIX`: prints every chosen key under
+/// `prefix`, one per line (`key<TAB>value` with `values`), following `next`
+/// page by page. Exit 0 when at least one key is listed, 1 when none is, 2
+/// on any failure (a page already printed stays printed).
+pub async fn list(base: &str, prefix: &str, values: bool) -> u8 {
+    if !prefix.is_empty() {
+        if let Err(e) = url_for(base, prefix) {
+            return fail(e);
+        }
+    }
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut after: Option<String> = None;
+    let mut listed = 0usize;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let mut url = match reqwest::Url::parse(&format!(
+            "{}/v1/kv/{}",
+            base.trim_end_matches('/'),
+            encode_key(prefix)
+        )) {
+            Ok(url) => url,
+            Err(e) => return fail(format!("bad --url {base}: {e}")),
+        };
+        url.query_pairs_mut()
+            .append_pair(if values { "recurse" } else { "keys" }, "");
+        if let Some(after) = &after {
+            url.query_pairs_mut().append_pair("after", after);
+        }
+        let response = match client.get(url).send().await {
+            Ok(r) => r,
+            Err(e) => return fail(format!("cannot reach {base}: {e}")),
+        };
+        let status = response.status().as_u16();
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
+        if status != 200 {
+            return fail(format!("HTTP {status}: {}", reason(&body)));
+        }
+        let page: ListPage = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("unexpected answer from {base}: {e}")),
+        };
+        for (key, value) in page.lines() {
+            let written = match value {
+                Some(value) => out
+                    .write_all(key.as_bytes())
+                    .and_then(|_| out.write_all(b"\t"))
+                    .and_then(|_| out.write_all(&value))
+                    .and_then(|_| out.write_all(b"\n")),
+                None => writeln!(out, "{key}"),
+            };
+            if written.is_err() {
+                return FAILED;
+            }
+            listed += 1;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if out.flush().is_err() {
+        return FAILED;
+    }
+    if listed == 0 {
+        eprintln!("not found: no chosen key starts with {prefix:?}");
+        return REFUSED;
+    }
+    OK
+}
+
+/// A page of `?keys` or `?recurse` as docs/api.md "list" writes it.
+#[derive(serde::Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    entries: Vec<ListEntry>,
+    next: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListEntry {
+    key: String,
+    value: Base64,
+}
+
+impl ListPage {
+    fn lines(&self) -> Vec<(&str, Option<Bytes>)> {
+        let keys = self.keys.iter().map(|k| (k.as_str(), None));
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), Some(e.value.0.clone())));
+        keys.chain(entries).collect()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `paxos-kv` command: serve, dev, put, get, bench (API.md).
+//! The `paxos-kv` command: serve, dev, put, get, list, bench (docs/api.md).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -38,8 +38,24 @@ enum Command {
         /// Node to ask.
         #[arg(long, default_value = "http://127.0.0.1:7001")]
         url: String,
+        /// Wait up to this long (e.g. 30s, at most 10m) for a value to be chosen.
+        #[arg(long, value_parser = paxos_kv::config::parse_duration)]
+        wait: Option<std::time::Duration>,
         /// The key.
         key: String,
+    },
+    /// List the chosen keys under a prefix, one per line (all pages).
+    /// Exit 0 when some are listed, 1 when none, 2 otherwise.
+    List {
+        /// Node to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7001")]
+        url: String,
+        /// Print `key<TAB>value` lines.
+        #[arg(long)]
+        values: bool,
+        /// The prefix ("" or omitted: every key).
+        #[arg(default_value = "")]
+        prefix: String,
     },
     /// Load-test a cluster; prints throughput, latency percentiles and statuses.
     Bench(BenchArgs),
@@ -132,7 +148,14 @@ fn main() -> ExitCode {
             };
             ExitCode::from(runtime().block_on(client::put(&url, &key, value)))
         }
-        Command::Get { url, key } => ExitCode::from(runtime().block_on(client::get(&url, &key))),
+        Command::Get { url, wait, key } => {
+            ExitCode::from(runtime().block_on(client::get(&url, &key, wait)))
+        }
+        Command::List {
+            url,
+            values,
+            prefix,
+        } => ExitCode::from(runtime().block_on(client::list(&url, &prefix, values))),
         Command::Bench(args) => {
             init_logs("warn");
             match runtime().block_on(bench::run(&args)) {

@@ -25,6 +25,7 @@ use crate::transport::{
     Answer, Control, ControlReply, Envelope, PeerHandler, Transport, TransportError,
 };
 use crate::value::Value;
+use crate::waiters::Waiters;
 
 /// Timing knobs of a node.
 #[derive(Clone, Debug)]
@@ -205,6 +206,8 @@ pub struct Node<S, T> {
     pub(crate) peer_notes: std::sync::Mutex<BTreeMap<NodeId, String>>,
     /// Bounds the acceptor steps in progress.
     acceptor_slots: Arc<Semaphore>,
+    /// Readers of `GET ?wait`, woken when a decided state is stored.
+    waiters: Waiters,
 }
 
 const KEY_LOCK_STRIPES: usize = 4096;
@@ -343,6 +346,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
             health: watch::Sender::new(health),
             peer_notes: std::sync::Mutex::new(BTreeMap::new()),
             acceptor_slots: Arc::new(Semaphore::new(MAX_ACCEPTOR_STEPS)),
+            waiters: Waiters::default(),
         }))
     }
 
@@ -460,6 +464,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// This node's storage.
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// The readers waiting on keys of this node (`GET ?wait`).
+    pub fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 
     /// How long ago each peer last answered a call from this node.
@@ -589,6 +598,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
                     .store(key, persist.state())
                     .await
                     .inspect_err(|_| self.storage_failed())?;
+                // A decide received, or this node's own announce: wake readers.
+                if persist.state().decided {
+                    self.waiters.notify(key);
+                }
                 persist.reply_once_durable().1
             }
         };

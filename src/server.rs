@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::node::Node;
 use crate::paxos::Request;
 use crate::storage::{SledStorage, Storage};
+use crate::transport::list::ListPeers;
 use crate::transport::{HttpTransport, Transport};
 
 /// The production node type.
@@ -213,11 +214,23 @@ impl Prepared {
                 .map(|(id, url)| (*id, url.as_str().trim_end_matches('/').to_string()))
                 .collect(),
             connections: stats.clone(),
+            list_peers: Arc::new(ListPeers::new(
+                config.id,
+                &config.peers,
+                config.token.as_deref(),
+                config.peer_timeout,
+            )?),
         });
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let lifecycle = tokio::spawn(crate::rejoin::run(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(id = config.id, %addr, members = config.peers.len(), "serving");
+        // Waiting readers (GET ?wait) answer at once when the stop begins.
+        let waiters_of = node.clone();
+        let shutdown = async move {
+            shutdown.await;
+            waiters_of.waiters().close();
+        };
         let result = serve(listener, router(state), limits, stats, shutdown).await;
         heartbeat.abort();
         lifecycle.abort();

@@ -798,6 +798,12 @@ async fn run(cfg: RunConfig) -> Report {
             }))
         })
         .collect();
+    let lister = tokio::spawn(list_ops::lister(
+        urls.clone(),
+        http.clone(),
+        cfg.seed,
+        stop.clone(),
+    ));
 
     let mut nemesis = Nemesis {
         rng: StdRng::seed_from_u64(cfg.seed),
@@ -817,6 +823,12 @@ async fn run(cfg: RunConfig) -> Report {
         oddities.extend(odd);
     }
     let run_ops = history.len();
+    let lists = lister.await.expect("lister panicked");
+    eprintln!(
+        "lists: {} sent, {} answered",
+        lists.len(),
+        lists.iter().filter(|l| l.keys.is_some()).count()
+    );
 
     // Final reads: everything healed, every key through every node. A key
     // whose nodes disagree (legal only while an unknown PUT is still being
@@ -885,8 +897,17 @@ async fn run(cfg: RunConfig) -> Report {
     if !oddities.is_empty() {
         rules.insert("unexpected-status", oddities.len());
     }
+    let list_violations = list_ops::check(&lists, &history);
+    for (rule, _) in &list_violations {
+        *rules.entry(rule).or_default() += 1;
+    }
     let mut violations: Vec<String> = found.iter().map(|v| v.to_string()).collect();
     violations.extend(disagreements);
+    violations.extend(
+        list_violations
+            .into_iter()
+            .map(|(rule, detail)| format!("{rule}: {detail}")),
+    );
     violations.extend(
         oddities
             .into_iter()
@@ -1147,4 +1168,195 @@ fn checker_flags_bad_histories_and_passes_good_ones() {
     ];
     two_keys[1].key = "other".into();
     assert_eq!(rules_broken(&two_keys), Vec::<&str>::new());
+}
+
+// ---------------------------------------------------------------------------
+// List ops (issue 11): a lister lists the jepsen keys while the clients and
+// the nemesis run; every list must show every key acknowledged before it
+// started (docs/api.md "list": linearizable).
+// ---------------------------------------------------------------------------
+
+mod list_ops {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::history::{Call, Op, Ret};
+
+    /// One `GET /v1/kv/jepsen/?keys` (every page of it).
+    #[derive(Clone, Debug)]
+    pub struct ListOp {
+        /// The node asked.
+        pub node: u32,
+        /// Sent at.
+        pub invoked: Instant,
+        /// Last page received at.
+        pub completed: Instant,
+        /// The keys listed; `None` when a page was not answered 200.
+        pub keys: Option<BTreeSet<String>>,
+    }
+
+    /// Most lists one run makes.
+    const MAX_LISTS: usize = 2_000;
+    /// Most pages one list follows.
+    const MAX_PAGES: usize = 20;
+
+    /// Lists through a random node, a few times a second, until `stop`.
+    pub async fn lister(
+        urls: Arc<Vec<String>>,
+        http: reqwest::Client,
+        seed: u64,
+        stop: Arc<AtomicBool>,
+    ) -> Vec<ListOp> {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x11_57);
+        let mut lists = Vec::new();
+        while lists.len() < MAX_LISTS && !stop.load(Ordering::SeqCst) {
+            let node = rng.random_range(0..urls.len());
+            let invoked = Instant::now();
+            let keys = list_all(&http, &urls[node]).await;
+            lists.push(ListOp {
+                node: node as u32 + 1,
+                invoked,
+                completed: Instant::now(),
+                keys,
+            });
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..300))).await;
+        }
+        lists
+    }
+
+    async fn list_all(http: &reqwest::Client, base: &str) -> Option<BTreeSet<String>> {
+        let mut keys = BTreeSet::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut url = reqwest::Url::parse(&format!("{base}/v1/kv/jepsen/")).ok()?;
+            url.query_pairs_mut().append_pair("keys", "");
+            url.query_pairs_mut().append_pair("limit", "10000");
+            if let Some(after) = &after {
+                url.query_pairs_mut().append_pair("after", after);
+            }
+            let response = http.get(url).send().await.ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            let page: serde_json::Value = response.json().await.ok()?;
+            for key in page["keys"].as_array()? {
+                keys.insert(key.as_str()?.to_owned());
+            }
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return Some(keys),
+            }
+        }
+        None
+    }
+
+    /// Rule `list-missing`: a list omits a key acknowledged (PUT 201, 200 or
+    /// 409, GET 200) before the list was sent. Rule `list-unwritten`: a list
+    /// shows a key no PUT was sent for before the list's answer.
+    pub fn check(lists: &[ListOp], ops: &[Op]) -> Vec<(&'static str, String)> {
+        // Per key: the first acknowledgement, and the first PUT sent.
+        let mut first_ack: BTreeMap<&str, &Op> = BTreeMap::new();
+        let mut first_put: BTreeMap<&str, Instant> = BTreeMap::new();
+        for op in ops {
+            let acked = matches!(
+                op.ret,
+                Ret::Created | Ret::AlreadyChosen | Ret::Conflict(_) | Ret::Found(_)
+            );
+            if acked {
+                let first = first_ack.entry(&op.key).or_insert(op);
+                if op.completed < first.completed {
+                    *first = op;
+                }
+            }
+            if matches!(op.call, Call::Put(_)) {
+                let first = first_put.entry(&op.key).or_insert(op.invoked);
+                *first = (*first).min(op.invoked);
+            }
+        }
+        let mut out = Vec::new();
+        for list in lists {
+            let Some(keys) = &list.keys else { continue };
+            if let Some(op) = first_ack
+                .values()
+                .find(|op| op.completed < list.invoked && !keys.contains(&op.key))
+            {
+                out.push((
+                    "list-missing",
+                    format!(
+                        "a list via node {} omits {:?}, acknowledged (client {} via node {}) \
+                         {:.1} ms before the list was sent",
+                        list.node,
+                        op.key,
+                        op.client,
+                        op.node,
+                        (list.invoked - op.completed).as_secs_f64() * 1e3
+                    ),
+                ));
+            }
+            if let Some(key) = keys.iter().find(|key| {
+                first_put
+                    .get(key.as_str())
+                    .is_none_or(|sent| *sent >= list.completed)
+            }) {
+                out.push((
+                    "list-unwritten",
+                    format!(
+                        "a list via node {} shows {key:?}, which no PUT was sent for",
+                        list.node
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The list rules can fail: a list that omits a key acknowledged before it
+/// is flagged, and one that shows a key never PUT; a list concurrent with a
+/// PUT may show it or not.
+#[test]
+fn list_checker_flags_missing_and_unwritten_keys() {
+    use list_ops::{check, ListOp};
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut put = put_op("a", Ret::Created, t0, 0, 10);
+    put.key = "jepsen/0/1".into();
+    let mut late = put_op("b", Ret::Unknown, t0, 15, 40);
+    late.key = "jepsen/0/2".into();
+    let ops = vec![put, late];
+    let list = |invoked: u64, keys: &[&str]| ListOp {
+        node: 1,
+        invoked: at(invoked),
+        completed: at(invoked + 10),
+        keys: Some(keys.iter().map(|k| k.to_string()).collect()),
+    };
+    let rules = |lists: &[ListOp]| -> Vec<&'static str> {
+        check(lists, &ops).into_iter().map(|(r, _)| r).collect()
+    };
+    assert!(rules(&[list(20, &["jepsen/0/1"])]).is_empty());
+    assert!(rules(&[list(20, &["jepsen/0/1", "jepsen/0/2"])]).is_empty());
+    assert!(rules(&[list(5, &[])]).is_empty(), "concurrent with the PUT");
+    assert_eq!(rules(&[list(20, &[])]), ["list-missing"]);
+    assert_eq!(
+        rules(&[list(20, &["jepsen/0/1", "jepsen/9/9"])]),
+        ["list-unwritten"]
+    );
+    assert_eq!(
+        rules(&[list(0, &["jepsen/0/2"])]),
+        ["list-unwritten"],
+        "listed before its PUT was sent"
+    );
+    let failed = ListOp {
+        keys: None,
+        ..list(20, &[])
+    };
+    assert!(
+        rules(&[failed]).is_empty(),
+        "an unanswered list claims nothing"
+    );
 }

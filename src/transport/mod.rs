@@ -8,6 +8,7 @@ use crate::value::Value;
 use crate::paxos::{Fence, Incarnation, NodeId, Reply, Request};
 
 mod http;
+pub mod list;
 mod memory;
 pub mod wire;
 
