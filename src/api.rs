@@ -15,11 +15,14 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
+use crate::auth::{Access, AuthError, ClientAuth};
 use crate::key::{parse_key, validate_key, KeyError};
+use crate::metrics::{Latency, Op as TimedOp};
 use crate::node::{Node, NodeError, PutOutcome};
 use crate::paxos::{Members, NodeId};
 use crate::server::ConnectionStats;
 use crate::storage::Storage;
+use crate::tls::PeerCertificate;
 use crate::transport::wire::{
     Base64, BatchReply, BatchResponse, Op, PeerBatch, PeerRequest, PeerResponse, BATCH_VALUE_BYTES,
     MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
@@ -40,6 +43,13 @@ pub struct AppState<S, T> {
     pub peer_urls: Vec<(u32, String)>,
     /// The connection layer's counters, for `/metrics`.
     pub connections: Arc<ConnectionStats>,
+    /// Who may read and write which keys (`auth.rs`); open without
+    /// `--client-tokens`.
+    pub clients: Arc<ClientAuth>,
+    /// Latency histograms, for `/metrics`.
+    pub latency: Latency,
+    /// Peer routes require a verified TLS client certificate (`--tls-ca`).
+    pub peers_need_certificate: bool,
 }
 
 /// Every failure the API reports, mapped to a status code in one place.
@@ -78,14 +88,28 @@ pub enum ApiError {
     /// 503: the node serves as many connections as it may.
     #[error("this node has too many open connections; retry later or ask another node")]
     Overloaded,
+    /// 401 or 403 on a client route: no, an unknown, or an insufficient
+    /// client token.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// 403 on a peer route of a node with `--tls-ca`: the connection showed
+    /// no client certificate of the cluster's CA.
+    #[error("peer routes need a client certificate signed by the cluster CA (--tls-ca)")]
+    PeerCertificateRequired,
+    /// 400: plain HTTP sent to a port that speaks TLS.
+    #[error("this port speaks HTTPS; use an https:// URL")]
+    HttpsRequired,
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadKey(_) | ApiError::BadBody(_) | ApiError::BadPeerMessage(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadKey(_)
+            | ApiError::BadBody(_)
+            | ApiError::BadPeerMessage(_)
+            | ApiError::HttpsRequired => StatusCode::BAD_REQUEST,
+            ApiError::Auth(e) if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+            ApiError::Auth(_) | ApiError::PeerCertificateRequired => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -110,6 +134,12 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Unauthorized => {
                 headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Auth(e) if e.is_unauthenticated() => {
+                headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            ApiError::HttpsRequired => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -141,15 +171,23 @@ pub fn router<S: Storage, T: Transport>(state: Arc<AppState<S, T>>) -> Router {
             "/v1/kv/{*key}",
             get(get_value::<S, T>)
                 .put(put_value::<S, T>)
-                .fallback(method_not_allowed),
+                .fallback(method_not_allowed)
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    time_kv::<S, T>,
+                )),
         )
         .route(
             "/v1/kv/",
-            get(empty_key).put(empty_key).fallback(method_not_allowed),
+            get(empty_key::<S, T>)
+                .put(empty_key::<S, T>)
+                .fallback(method_not_allowed),
         )
         .route(
             "/v1/kv",
-            get(empty_key).put(empty_key).fallback(method_not_allowed),
+            get(empty_key::<S, T>)
+                .put(empty_key::<S, T>)
+                .fallback(method_not_allowed),
         )
         .route(
             "/v1/paxos/{op}",
@@ -176,8 +214,47 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-async fn empty_key() -> ApiError {
-    ApiError::BadKey(KeyError::Empty)
+/// `/v1/kv` without a key: the token check comes first, as on every
+/// `/v1/kv` request.
+async fn empty_key<S: Storage, T: Transport>(
+    State(state): State<Arc<AppState<S, T>>>,
+    headers: HeaderMap,
+) -> ApiError {
+    match state.clients.identify(&headers) {
+        Err(e) => e.into(),
+        Ok(_) => ApiError::BadKey(KeyError::Empty),
+    }
+}
+
+/// Records the latency of every `/v1/kv/{key}` request in the histogram of
+/// its operation: PUT; GET with `?keys`/`?recurse` (list), with `?wait=`
+/// (wait), or plain (get).
+async fn time_kv<S: Storage, T: Transport>(
+    State(state): State<Arc<AppState<S, T>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let op = if request.method() == axum::http::Method::PUT {
+        TimedOp::Put
+    } else {
+        let query = request.uri().query().unwrap_or_default();
+        let has = |name: &str| {
+            query
+                .split('&')
+                .any(|p| p == name || p.starts_with(&format!("{name}=")))
+        };
+        if has("keys") || has("recurse") {
+            TimedOp::List
+        } else if has("wait") {
+            TimedOp::Wait
+        } else {
+            TimedOp::Get
+        }
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.latency.observe(op, started.elapsed());
+    response
 }
 
 /// The key from the raw path, so that `%2F` and invalid UTF-8 are ours to judge.
@@ -192,7 +269,9 @@ async fn put_value<S: Storage, T: Transport>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let caller = state.clients.identify(&headers)?;
     let key = key_of(&uri)?;
+    caller.check_key(Access::Write, &key)?;
     let limit = state.max_value_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -221,8 +300,11 @@ async fn put_value<S: Storage, T: Transport>(
 async fn get_value<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let caller = state.clients.identify(&headers)?;
     let key = key_of(&uri)?;
+    caller.check_key(Access::Read, &key)?;
     match state.node.get(&key).await? {
         Some(value) => Ok(raw(StatusCode::OK, value)),
         None => Err(ApiError::NotFound),
@@ -273,8 +355,12 @@ async fn peer<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
     uri: Uri,
     headers: HeaderMap,
+    certificate: Option<axum::Extension<PeerCertificate>>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if state.peers_need_certificate && !certificate.is_some_and(|c| c.verified) {
+        return Err(ApiError::PeerCertificateRequired);
+    }
     if !authorized(state.token.as_deref(), &headers) {
         return Err(ApiError::Unauthorized);
     }
@@ -421,30 +507,31 @@ async fn metrics<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
 ) -> impl IntoResponse {
     let node = &state.node;
-    let text = node.metrics().render(&[
-        (
-            "paxos_kv_group_commits",
-            "fdatasync rounds of the storage since start.",
-            node.storage().sync_count(),
-        ),
-        (
-            "paxos_kv_accepted_connections",
-            "Connections accepted since start, shed ones included.",
-            state.connections.accepted(),
-        ),
-        (
-            "paxos_kv_open_connections",
-            "Client and peer connections being served now.",
-            state.connections.open(),
-        ),
-        (
-            "paxos_kv_shed_connections",
-            "Connections refused with 503 at the connection limit since start.",
-            state.connections.shed(),
-        ),
-    ]);
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
+    let text = crate::metrics::render(
+        node.metrics(),
+        &state.latency,
+        &[
+            (
+                "paxos_kv_group_commits",
+                "fdatasync rounds of the storage since start.",
+                node.storage().sync_count(),
+            ),
+            (
+                "paxos_kv_accepted_connections",
+                "Connections accepted since start, shed ones included.",
+                state.connections.accepted(),
+            ),
+            (
+                "paxos_kv_open_connections",
+                "Client and peer connections being served now.",
+                state.connections.open(),
+            ),
+            (
+                "paxos_kv_shed_connections",
+                "Connections refused with 503 at the connection limit since start.",
+                state.connections.shed(),
+            ),
+        ],
+    );
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

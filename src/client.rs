@@ -4,6 +4,7 @@
 //! any other failure.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::key::{encode_key, validate_key};
@@ -15,10 +16,54 @@ pub const REFUSED: u8 = 1;
 /// Exit code: anything else.
 pub const FAILED: u8 = 2;
 
-fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// How a command-line client reaches a node that uses TLS or client tokens
+/// (`docs/api.md`, "Access control and TLS"): flags of `put`, `get` and
+/// `bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientAccess {
+    /// PEM CA certificate to trust for https:// URLs (besides the public roots).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client token, sent as Authorization: Bearer TOKEN.
+    #[arg(long, env = "PAXOS_KV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientAccess {
+    /// A reqwest builder that trusts `--ca` and sends `--token` on every
+    /// request; the error is one line naming the flag.
+    pub fn builder(&self) -> Result<reqwest::ClientBuilder, String> {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(path) = &self.ca {
+            let pem = std::fs::read(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "--ca {}: no PEM certificate in the file",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "--token must be printable ASCII".to_string())?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        Ok(builder)
+    }
+}
+
+fn client(access: &ClientAccess) -> Result<reqwest::Client, String> {
+    access
+        .builder()?
         .timeout(Duration::from_secs(30))
-        .no_proxy()
         .build()
         .map_err(|e| e.to_string())
 }
@@ -57,15 +102,15 @@ fn fail(message: impl std::fmt::Display) -> u8 {
 }
 
 /// `paxos-kv put`: writes `value` to `key` once.
-pub async fn put(base: &str, key: &str, value: Vec<u8>) -> u8 {
+pub async fn put(base: &str, key: &str, value: Vec<u8>, access: &ClientAccess) -> u8 {
     let result = async {
         let url = url_for(base, key)?;
-        let response = client()?
+        let response = client(access)?
             .put(url)
             .body(value)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((status, body))
@@ -94,14 +139,14 @@ pub async fn put(base: &str, key: &str, value: Vec<u8>) -> u8 {
 }
 
 /// `paxos-kv get`: prints the value of `key` to stdout.
-pub async fn get(base: &str, key: &str) -> u8 {
+pub async fn get(base: &str, key: &str, access: &ClientAccess) -> u8 {
     let result = async {
         let url = url_for(base, key)?;
-        let response = client()?
+        let response = client(access)?
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((status, body))
@@ -122,6 +167,19 @@ pub async fn get(base: &str, key: &str) -> u8 {
         }
         Ok((status, body)) => fail(format!("HTTP {status}: {}", reason(&body))),
     }
+}
+
+/// An error with its causes: reqwest's own message is only "error sending
+/// request", the TLS reason (unknown CA, ...) is in the sources.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn preview(body: &[u8]) -> String {

@@ -45,6 +45,7 @@
 //! # });
 //! ```
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -55,5 +56,6 @@ pub mod node;
 pub mod paxos;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod value;

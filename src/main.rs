@@ -32,6 +32,8 @@ enum Command {
         key: String,
         /// The value, or - to read it from stdin.
         value: String,
+        #[command(flatten)]
+        access: client::ClientAccess,
     },
     /// Print the value of a key. Exit 0 on 200, 1 on 404, 2 otherwise.
     Get {
@@ -40,6 +42,8 @@ enum Command {
         url: String,
         /// The key.
         key: String,
+        #[command(flatten)]
+        access: client::ClientAccess,
     },
     /// Load-test a cluster; prints throughput, latency percentiles and statuses.
     Bench(BenchArgs),
@@ -119,7 +123,12 @@ fn main() -> ExitCode {
                 Err(e) => failed(e),
             }
         }
-        Command::Put { url, key, value } => {
+        Command::Put {
+            url,
+            key,
+            value,
+            access,
+        } => {
             let value = if value == "-" {
                 let mut buf = Vec::new();
                 if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
@@ -130,9 +139,11 @@ fn main() -> ExitCode {
             } else {
                 value.into_bytes()
             };
-            ExitCode::from(runtime().block_on(client::put(&url, &key, value)))
+            ExitCode::from(runtime().block_on(client::put(&url, &key, value, &access)))
         }
-        Command::Get { url, key } => ExitCode::from(runtime().block_on(client::get(&url, &key))),
+        Command::Get { url, key, access } => {
+            ExitCode::from(runtime().block_on(client::get(&url, &key, &access)))
+        }
         Command::Bench(args) => {
             init_logs("warn");
             match runtime().block_on(bench::run(&args)) {

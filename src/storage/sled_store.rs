@@ -60,7 +60,14 @@ struct Shared {
     recovery: Mutex<Option<JoinHandle<()>>>,
     /// Group commits of earlier incarnations of the database, for metrics.
     earlier_syncs: AtomicU64,
+    /// Told the duration of every group commit, once set.
+    sync_observer: Arc<OnceLock<SyncObserver>>,
 }
+
+/// Called by the sync thread with the duration of each group commit (its
+/// flush and `fdatasync`), for the storage sync histogram of `/metrics`.
+/// Runs on the sync thread between the sync and the replies: keep it short.
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// One open sled database and its sync thread.
 struct Open {
@@ -141,7 +148,7 @@ fn poisoned(why: &str) -> StorageError {
 impl Open {
     /// Opens (or creates) the database in `dir`. Fails if the directory is
     /// unusable or holds data of another format version.
-    fn new(dir: &Path) -> Result<Self, StorageError> {
+    fn new(dir: &Path, observer: Arc<OnceLock<SyncObserver>>) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -178,6 +185,7 @@ impl Open {
             blobs: dir.join("blobs"),
             synced_blobs: HashSet::new(),
             commit: commit.clone(),
+            observer,
         };
         let handle = std::thread::Builder::new()
             .name("paxos-kv-fsync".into())
@@ -288,7 +296,8 @@ impl SledStorage {
     /// Opens (or creates) the database in `dir`. Fails if the directory is
     /// unusable or holds data of another format version.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let open = Open::new(dir)?;
+        let sync_observer = Arc::new(OnceLock::new());
+        let open = Open::new(dir, sync_observer.clone())?;
         Ok(SledStorage {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
@@ -297,8 +306,16 @@ impl SledStorage {
                 closing: AtomicBool::new(false),
                 recovery: Mutex::new(None),
                 earlier_syncs: AtomicU64::new(0),
+                sync_observer,
             }),
         })
+    }
+
+    /// Has `observer` told the duration of every later group commit (of
+    /// this database and of any reopened after a failure). The first
+    /// observer set stays; later calls are ignored.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        let _ = self.shared.sync_observer.set(observer);
     }
 
     /// The open database, or why there is none: a failed one is refused
@@ -365,7 +382,9 @@ fn recover(shared: &Shared) {
         attempts += 1;
         // The open fails while an operation still holds the failed
         // database (sled's file lock) or while the disk still fails.
-        match Open::new(&shared.dir).and_then(|open| open.probe().map(|()| open)) {
+        match Open::new(&shared.dir, shared.sync_observer.clone())
+            .and_then(|open| open.probe().map(|()| open))
+        {
             Ok(open) => {
                 if shared.closing.load(Ordering::SeqCst) {
                     return;
@@ -558,6 +577,7 @@ struct Syncer {
     blobs: PathBuf,
     synced_blobs: HashSet<OsString>,
     commit: Arc<Commit>,
+    observer: Arc<OnceLock<SyncObserver>>,
 }
 
 impl Syncer {
@@ -577,7 +597,11 @@ impl Syncer {
                 .into_iter()
                 .map(|(write, done)| (write.apply(&self.db), done))
                 .collect();
+            let started = std::time::Instant::now();
             let synced = self.sync();
+            if let Some(observe) = self.observer.get() {
+                observe(started.elapsed());
+            }
             self.commit.syncs.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "group commit failed; writes answered with errors");

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::metrics::Latency;
 use crate::value::Value;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -38,6 +39,18 @@ struct Shared {
     me: NodeId,
     client: reqwest::Client,
     auth: Option<HeaderValue>,
+    latency: Option<Latency>,
+}
+
+/// Optional parts of an [`HttpTransport`] beyond [`HttpTransport::new`]'s.
+#[derive(Default)]
+pub struct PeerClientOptions {
+    /// TLS for `https://` peers: the roots to trust and the client
+    /// certificate to present (see `tls.rs`). Without it, `https://` peers
+    /// are verified against the public roots reqwest bundles.
+    pub tls: Option<rustls::ClientConfig>,
+    /// Where to record the duration of each batch exchange.
+    pub latency: Option<Latency>,
 }
 
 /// One peer: its batch URL and, once the first call starts it, the queue of
@@ -65,7 +78,22 @@ impl HttpTransport {
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        Self::with_options(me, peers, token, timeout, PeerClientOptions::default())
+    }
+
+    /// [`HttpTransport::new`] with TLS settings and a latency histogram.
+    pub fn with_options(
+        me: NodeId,
+        peers: &BTreeMap<NodeId, reqwest::Url>,
+        token: Option<&str>,
+        timeout: Duration,
+        options: PeerClientOptions,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = options.tls {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .pool_max_idle_per_host(IN_FLIGHT * 4)
@@ -95,7 +123,12 @@ impl HttpTransport {
             .transpose()
             .map_err(|_| "the cluster token must be printable ASCII".to_string())?;
         Ok(HttpTransport {
-            shared: Arc::new(Shared { me, client, auth }),
+            shared: Arc::new(Shared {
+                me,
+                client,
+                auth,
+                latency: options.latency,
+            }),
             links,
             timeout,
         })
@@ -185,7 +218,12 @@ async fn send_batch(
         from: shared.me,
         messages,
     };
-    match exchange(&shared, peer, url, &body).await {
+    let started = std::time::Instant::now();
+    let result = exchange(&shared, peer, url, &body).await;
+    if let Some(latency) = &shared.latency {
+        latency.observe_peer_call(peer, started.elapsed());
+    }
+    match result {
         Ok(replies) => {
             for (reply, done) in replies.into_iter().zip(waiters) {
                 let _ = done.send(reply);

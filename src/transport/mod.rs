@@ -11,7 +11,7 @@ mod http;
 mod memory;
 pub mod wire;
 
-pub use http::HttpTransport;
+pub use http::{HttpTransport, PeerClientOptions};
 pub use memory::{Fate, MemoryNetwork, MemoryTransport, PeerHandler};
 
 /// Why a peer call produced no reply. Every variant means "unknown": the
