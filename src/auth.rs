@@ -135,7 +135,7 @@ impl Token {
 /// The tokens of one version of the file.
 #[derive(Debug, Clone, Default)]
 pub struct TokenSet {
-    tokens: Vec<Token>,
+    tokens: Vec<Arc<Token>>,
 }
 
 impl TokenSet {
@@ -156,7 +156,7 @@ impl TokenSet {
                 ),
             }
         })?;
-        let mut tokens: Vec<Token> = Vec::with_capacity(file.tokens.len());
+        let mut tokens: Vec<Arc<Token>> = Vec::with_capacity(file.tokens.len());
         for (i, entry) in file.tokens.into_iter().enumerate() {
             if entry.name.is_empty() {
                 return Err(format!("token #{} has an empty name", i + 1));
@@ -171,12 +171,12 @@ impl TokenSet {
                     entry.name
                 )
             })?;
-            tokens.push(Token {
+            tokens.push(Arc::new(Token {
                 name: entry.name,
                 sha256,
                 read: entry.read,
                 write: entry.write,
-            });
+            }));
         }
         Ok(TokenSet { tokens })
     }
@@ -195,7 +195,7 @@ impl TokenSet {
 
     /// The names of the tokens (safe to log).
     pub fn names(&self) -> Vec<&str> {
-        self.tokens.iter().map(Token::name).collect()
+        self.tokens.iter().map(|t| t.name()).collect()
     }
 
     /// Whether there is no token (every request is then refused with 401).
@@ -205,7 +205,7 @@ impl TokenSet {
 
     /// The token whose hash is the SHA-256 of `secret`. Every token is
     /// compared, in constant time, whatever matches.
-    pub fn find(&self, secret: &[u8]) -> Option<&Token> {
+    pub fn find(&self, secret: &[u8]) -> Option<&Arc<Token>> {
         let presented: [u8; 32] = Sha256::digest(secret).into();
         let mut index = 0u32;
         let mut any = Choice::from(0);
@@ -243,8 +243,8 @@ pub fn hash_secret(secret: &str) -> String {
 pub enum Caller {
     /// No `--client-tokens`: everyone may do everything.
     Open,
-    /// A configured token.
-    Token(Token),
+    /// A configured token (shared with the token set, no copy per request).
+    Token(Arc<Token>),
 }
 
 impl Caller {
@@ -453,8 +453,8 @@ mod tests {
             hash_secret("alpha"),
             hash_secret("beta").to_uppercase()
         ));
-        assert_eq!(set.find(b"alpha").map(Token::name), Some("a"));
-        assert_eq!(set.find(b"beta").map(Token::name), Some("b"));
+        assert_eq!(set.find(b"alpha").map(|t| t.name()), Some("a"));
+        assert_eq!(set.find(b"beta").map(|t| t.name()), Some("b"));
         assert!(set.find(b"gamma").is_none());
         assert!(set.find(b"").is_none());
     }

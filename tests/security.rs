@@ -399,6 +399,80 @@ async fn sighup_reloads_tokens_and_a_bad_file_keeps_the_old_ones() {
 
 // ---------------------------------------------------------------- TLS
 
+/// TLS configuration problems stop `serve` before it binds, with one line
+/// naming the flag: a missing file, a certificate without its key, a key that
+/// is not a key, and `http://` peers on a node that speaks only HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_configuration_errors_are_one_line_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("start-error CA");
+    let (cert, key) = ca.write_node(dir.path(), "n1");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file").unwrap();
+    let port = procs::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let (cert, key, garbage) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        garbage.to_str().unwrap(),
+    );
+    let https = format!("1=https://{listen}");
+    let http = format!("1=http://{listen}");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--peers", &https, "--tls-cert", cert], "--tls-key"),
+        (
+            vec![
+                "--peers",
+                &https,
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                key,
+            ],
+            "--tls-cert",
+        ),
+        (
+            vec!["--peers", &https, "--tls-cert", cert, "--tls-key", garbage],
+            "--tls-key",
+        ),
+        (
+            vec!["--peers", &https, "--tls-cert", garbage, "--tls-key", key],
+            "--tls-cert",
+        ),
+        (
+            vec![
+                "--peers",
+                &https,
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+                "--tls-ca",
+                garbage,
+            ],
+            "--tls-ca",
+        ),
+        (
+            vec!["--peers", &http, "--tls-cert", cert, "--tls-key", key],
+            "https://",
+        ),
+    ];
+    for (flags, names) in cases {
+        let mut args = vec!["serve", "--id", "1", "--listen", &listen, "--data-dir"];
+        args.push(data.to_str().unwrap());
+        args.extend(flags.iter().copied());
+        let (code, _, err) = cli(&args, &[]).await;
+        assert_ne!(code, 0, "{flags:?} started: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{flags:?}: not one line: {err}"
+        );
+        assert!(err.contains(names), "{flags:?}: {err}");
+    }
+}
+
 /// A CA made with rcgen, and node certificates it signs.
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
