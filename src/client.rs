@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error_chain::error_chain;
 use crate::key::{encode_key, validate_key};
 
 /// Exit code: success.
@@ -167,19 +168,6 @@ pub async fn get(base: &str, key: &str, access: &ClientAccess) -> u8 {
         }
         Ok((status, body)) => fail(format!("HTTP {status}: {}", reason(&body))),
     }
-}
-
-/// An error with its causes: reqwest's own message is only "error sending
-/// request", the TLS reason (unknown CA, ...) is in the sources.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn preview(body: &[u8]) -> String {

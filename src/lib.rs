@@ -50,6 +50,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod error_chain;
 pub mod key;
 pub mod metrics;
 pub mod node;

@@ -808,6 +808,17 @@ async fn a_peer_with_a_certificate_of_another_ca_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "w");
+    // The others' logs say why they cannot reach node 3.
+    let node1 = &cluster.nodes[0];
+    poll("node 1 logs why calls to node 3 fail", || async {
+        let log = node1.log_tail(1 << 20);
+        if log.contains("calls to this peer fail") && log.contains("UnknownIssuer") {
+            Ok(())
+        } else {
+            Err("no TLS reason in node 1's log yet".to_string())
+        }
+    })
+    .await;
     // Node 3 counted its refused peer calls.
     let text = foreign_client
         .get(format!("{u3}/metrics"))

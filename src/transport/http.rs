@@ -9,7 +9,7 @@
 //! all durable in one group commit.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::metrics::Latency;
@@ -169,6 +169,7 @@ async fn send_batches(
     mut queue: mpsc::UnboundedReceiver<Queued>,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let failing: Arc<Mutex<Option<String>>> = Arc::default();
     let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
@@ -200,7 +201,14 @@ async fn send_batches(
         if batch.is_empty() {
             continue;
         }
-        tokio::spawn(send_batch(shared.clone(), peer, url.clone(), batch, permit));
+        tokio::spawn(send_batch(
+            shared.clone(),
+            peer,
+            url.clone(),
+            batch,
+            permit,
+            failing.clone(),
+        ));
     }
 }
 
@@ -210,6 +218,7 @@ async fn send_batch(
     url: reqwest::Url,
     batch: Vec<Queued>,
     _permit: OwnedSemaphorePermit,
+    failing: Arc<Mutex<Option<String>>>,
 ) {
     let (messages, waiters): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|q| (q.message, q.done)).unzip();
@@ -222,6 +231,26 @@ async fn send_batch(
     let result = exchange(&shared, peer, url, &body).await;
     if let Some(latency) = &shared.latency {
         latency.observe_peer_call(peer, started.elapsed());
+    }
+    // One warning when a link starts failing or fails for another reason
+    // (e.g. a TLS certificate the peer refuses), one note when it works
+    // again: not one per call.
+    {
+        let mut last = failing.lock().expect("poisoned");
+        match &result {
+            Err(e) => {
+                let why = e.to_string();
+                if last.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(peer, error = %why, "calls to this peer fail");
+                    *last = Some(why);
+                }
+            }
+            Ok(_) => {
+                if last.take().is_some() {
+                    tracing::info!(peer, "calls to this peer work again");
+                }
+            }
+        }
     }
     match result {
         Ok(replies) => {
@@ -283,6 +312,8 @@ fn classify(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
     } else {
-        TransportError::Unreachable(e.to_string())
+        // With its causes: the TLS reason (unknown issuer, a refused
+        // certificate) is only in the sources.
+        TransportError::Unreachable(crate::error_chain::error_chain(&e))
     }
 }
