@@ -238,11 +238,7 @@ async fn time_kv<S: Storage, T: Transport>(
         TimedOp::Put
     } else {
         let query = request.uri().query().unwrap_or_default();
-        let has = |name: &str| {
-            query
-                .split('&')
-                .any(|p| p == name || p.starts_with(&format!("{name}=")))
-        };
+        let has = |name: &str| query.split('&').any(|p| p.split('=').next() == Some(name));
         if has("keys") || has("recurse") {
             TimedOp::List
         } else if has("wait") {
