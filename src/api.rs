@@ -16,13 +16,16 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde_json::json;
 
+use crate::auth::{Access, AuthError, ClientAuth};
 use crate::key::{parse_key, validate_key, KeyError};
 use crate::list::{list, local_page, ListQuery};
+use crate::metrics::{Latency, Op as TimedOp};
 use crate::node::{AcceptorError, Node, NodeError, PutOutcome};
 use crate::paxos::{Members, NodeId};
 use crate::query::{parse_read_query, ReadQuery};
 use crate::server::ConnectionStats;
 use crate::storage::Storage;
+use crate::tls::PeerCertificate;
 use crate::transport::list::{ListPeers, ListRequest};
 use crate::transport::wire::{
     Base64, BatchReply, BatchResponse, FenceReply, FenceRequest, HelloRequest, PeerBatch,
@@ -47,6 +50,13 @@ pub struct AppState<S, T> {
     pub connections: Arc<ConnectionStats>,
     /// Asks members for their pages of a list (`?keys`, `?recurse`).
     pub list_peers: Arc<ListPeers>,
+    /// Who may read and write which keys (`auth.rs`); open without
+    /// `--client-tokens`.
+    pub clients: Arc<ClientAuth>,
+    /// Latency histograms, for `/metrics`.
+    pub latency: Latency,
+    /// Peer routes require a verified TLS client certificate (`--tls-ca`).
+    pub peers_need_certificate: bool,
 }
 
 /// Every failure the API reports, mapped to a status code in one place.
@@ -98,6 +108,17 @@ pub enum ApiError {
     /// 503 on `/ready`: the node does not serve clients.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// 401 or 403 on a client route: no, an unknown, or an insufficient
+    /// client token.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// 403 on a peer route of a node with `--tls-ca`: the connection showed
+    /// no client certificate of the cluster's CA.
+    #[error("peer routes need a client certificate signed by the cluster CA (--tls-ca)")]
+    PeerCertificateRequired,
+    /// 400: plain HTTP sent to a port that speaks TLS.
+    #[error("this port speaks HTTPS; use an https:// URL")]
+    HttpsRequired,
 }
 
 impl ApiError {
@@ -106,7 +127,10 @@ impl ApiError {
             ApiError::BadKey(_)
             | ApiError::BadBody(_)
             | ApiError::BadPeerMessage(_)
-            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadQuery(_)
+            | ApiError::HttpsRequired => StatusCode::BAD_REQUEST,
+            ApiError::Auth(e) if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+            ApiError::Auth(_) | ApiError::PeerCertificateRequired => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -136,6 +160,12 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Unauthorized => {
                 headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Auth(e) if e.is_unauthenticated() => {
+                headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            ApiError::HttpsRequired => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -170,18 +200,22 @@ pub fn router<S: Storage, T: Transport>(state: Arc<AppState<S, T>>) -> Router {
             "/v1/kv/{*key}",
             get(get_value::<S, T>)
                 .put(put_value::<S, T>)
-                .fallback(method_not_allowed),
+                .fallback(method_not_allowed)
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    time_kv::<S, T>,
+                )),
         )
         .route(
             "/v1/kv/",
             get(list_all::<S, T>)
-                .put(empty_key)
+                .put(empty_key::<S, T>)
                 .fallback(method_not_allowed),
         )
         .route(
             "/v1/kv",
             get(list_all::<S, T>)
-                .put(empty_key)
+                .put(empty_key::<S, T>)
                 .fallback(method_not_allowed),
         )
         .route(
@@ -210,8 +244,43 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-async fn empty_key() -> ApiError {
-    ApiError::BadKey(KeyError::Empty)
+/// `/v1/kv` without a key: the token check comes first, as on every
+/// `/v1/kv` request.
+async fn empty_key<S: Storage, T: Transport>(
+    State(state): State<Arc<AppState<S, T>>>,
+    headers: HeaderMap,
+) -> ApiError {
+    match state.clients.identify(&headers) {
+        Err(e) => e.into(),
+        Ok(_) => ApiError::BadKey(KeyError::Empty),
+    }
+}
+
+/// Records the latency of every `/v1/kv/{key}` request in the histogram of
+/// its operation: PUT; GET with `?keys`/`?recurse` (list), with `?wait=`
+/// (wait), or plain (get).
+async fn time_kv<S: Storage, T: Transport>(
+    State(state): State<Arc<AppState<S, T>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let op = if request.method() == axum::http::Method::PUT {
+        TimedOp::Put
+    } else {
+        let query = request.uri().query().unwrap_or_default();
+        let has = |name: &str| query.split('&').any(|p| p.split('=').next() == Some(name));
+        if has("keys") || has("recurse") {
+            TimedOp::List
+        } else if has("wait") {
+            TimedOp::Wait
+        } else {
+            TimedOp::Get
+        }
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.latency.observe(op, started.elapsed());
+    response
 }
 
 /// The key from the raw path, so that `%2F` and invalid UTF-8 are ours to judge.
@@ -226,7 +295,9 @@ async fn put_value<S: Storage, T: Transport>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let caller = state.clients.identify(&headers)?;
     let key = key_of(&uri)?;
+    caller.check_key(Access::Write, &key)?;
     let limit = state.max_value_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -256,16 +327,28 @@ async fn put_value<S: Storage, T: Transport>(
 async fn get_value<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let caller = state.clients.identify(&headers)?;
     let key = key_of(&uri)?;
     let found = match parse_read_query(&uri).map_err(ApiError::BadQuery)? {
-        ReadQuery::Plain => state.node.get(&key).await?,
-        ReadQuery::Wait(wait) => get_or_wait(&state.node, &key, wait).await?,
+        ReadQuery::Plain => {
+            caller.check_key(Access::Read, &key)?;
+            state.node.get(&key).await?
+        }
+        ReadQuery::Wait(wait) => {
+            caller.check_key(Access::Read, &key)?;
+            get_or_wait(&state.node, &key, wait).await?
+        }
         ReadQuery::List {
             after,
             limit,
             values,
-        } => return list_response(&state, key, after, limit, values).await,
+        } => {
+            // A list answers only a prefix the token may read entirely.
+            caller.check_prefix(&key)?;
+            return list_response(&state, key, after, limit, values).await;
+        }
     };
     match found {
         Some(value) => Ok(raw(StatusCode::OK, value)),
@@ -278,13 +361,21 @@ async fn get_value<S: Storage, T: Transport>(
 async fn list_all<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let caller = state.clients.identify(&headers)?;
     match parse_read_query(&uri).map_err(ApiError::BadQuery)? {
         ReadQuery::List {
             after,
             limit,
             values,
-        } => list_response(&state, String::new(), after, limit, values).await,
+        } => {
+            caller.check_prefix("")?;
+            let started = std::time::Instant::now();
+            let page = list_response(&state, String::new(), after, limit, values).await;
+            state.latency.observe(TimedOp::List, started.elapsed());
+            page
+        }
         _ => Err(ApiError::BadKey(KeyError::Empty)),
     }
 }
@@ -403,8 +494,12 @@ async fn peer<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
     uri: Uri,
     headers: HeaderMap,
+    certificate: Option<axum::Extension<PeerCertificate>>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if state.peers_need_certificate && !certificate.is_some_and(|c| c.verified) {
+        return Err(ApiError::PeerCertificateRequired);
+    }
     if !authorized(state.token.as_deref(), &headers) {
         return Err(ApiError::Unauthorized);
     }
@@ -677,35 +772,36 @@ async fn metrics<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
 ) -> impl IntoResponse {
     let node = &state.node;
-    let text = node.metrics().render(&[
-        (
-            "paxos_kv_group_commits",
-            "fdatasync rounds of the storage since start.",
-            node.storage().sync_count(),
-        ),
-        (
-            "paxos_kv_accepted_connections",
-            "Connections accepted since start, shed ones included.",
-            state.connections.accepted(),
-        ),
-        (
-            "paxos_kv_open_connections",
-            "Client and peer connections being served now.",
-            state.connections.open(),
-        ),
-        (
-            "paxos_kv_waiters",
-            "Readers waiting for a value to be chosen (GET ?wait) now.",
-            node.waiters().count() as u64,
-        ),
-        (
-            "paxos_kv_shed_connections",
-            "Connections refused with 503 at the connection limit since start.",
-            state.connections.shed(),
-        ),
-    ]);
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
+    let text = crate::metrics::render(
+        node.metrics(),
+        &state.latency,
+        &[
+            (
+                "paxos_kv_group_commits",
+                "fdatasync rounds of the storage since start.",
+                node.storage().sync_count(),
+            ),
+            (
+                "paxos_kv_waiters",
+                "Readers waiting for a value to be chosen (GET ?wait) now.",
+                node.waiters().count() as u64,
+            ),
+            (
+                "paxos_kv_accepted_connections",
+                "Connections accepted since start, shed ones included.",
+                state.connections.accepted(),
+            ),
+            (
+                "paxos_kv_open_connections",
+                "Client and peer connections being served now.",
+                state.connections.open(),
+            ),
+            (
+                "paxos_kv_shed_connections",
+                "Connections refused with 503 at the connection limit since start.",
+                state.connections.shed(),
+            ),
+        ],
+    );
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

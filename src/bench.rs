@@ -72,6 +72,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// CA and client token for nodes with TLS or client tokens.
+    #[command(flatten)]
+    pub access: crate::client::ClientAccess,
 }
 
 /// What a run measured.
@@ -183,11 +186,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    let client = reqwest::Client::builder()
+    let client = args
+        .access
+        .builder()?
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
-        .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
     let target = Arc::new(Target {

@@ -4,10 +4,12 @@
 //! any other failure.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::error_chain::error_chain;
 use crate::key::{encode_key, validate_key};
 use crate::transport::wire::Base64;
 
@@ -18,16 +20,60 @@ pub const REFUSED: u8 = 1;
 /// Exit code: anything else.
 pub const FAILED: u8 = 2;
 
-fn client() -> Result<reqwest::Client, String> {
-    client_for(Duration::ZERO)
+/// How a command-line client reaches a node that uses TLS or client tokens
+/// (`docs/api.md`, "Access control and TLS"): flags of `put`, `get` and
+/// `bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientAccess {
+    /// PEM CA certificate to trust for https:// URLs (besides the public roots).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client token, sent as Authorization: Bearer TOKEN.
+    #[arg(long, env = "PAXOS_KV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientAccess {
+    /// A reqwest builder that trusts `--ca` and sends `--token` on every
+    /// request; the error is one line naming the flag.
+    pub fn builder(&self) -> Result<reqwest::ClientBuilder, String> {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(path) = &self.ca {
+            let pem = std::fs::read(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "--ca {}: no PEM certificate in the file",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "--token must be printable ASCII".to_string())?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        Ok(builder)
+    }
+}
+
+fn client(access: &ClientAccess) -> Result<reqwest::Client, String> {
+    client_for(access, Duration::ZERO)
 }
 
 /// A client whose requests may take `extra` longer than the usual 30 s
 /// (a `get --wait`).
-fn client_for(extra: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+fn client_for(access: &ClientAccess, extra: Duration) -> Result<reqwest::Client, String> {
+    access
+        .builder()?
         .timeout(Duration::from_secs(30) + extra)
-        .no_proxy()
         .build()
         .map_err(|e| e.to_string())
 }
@@ -66,15 +112,15 @@ fn fail(message: impl std::fmt::Display) -> u8 {
 }
 
 /// `paxos-kv put`: writes `value` to `key` once.
-pub async fn put(base: &str, key: &str, value: Vec<u8>) -> u8 {
+pub async fn put(base: &str, key: &str, value: Vec<u8>, access: &ClientAccess) -> u8 {
     let result = async {
         let url = url_for(base, key)?;
-        let response = client()?
+        let response = client(access)?
             .put(url)
             .body(value)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((status, body))
@@ -102,19 +148,20 @@ pub async fn put(base: &str, key: &str, value: Vec<u8>) -> u8 {
     }
 }
 
+/// `paxos-kv get`: prints the value of `key` to stdout.
 /// `paxos-kv get [--wait D]`: prints the value of `key` to stdout; with
 /// `wait`, the server waits up to that long for a value to be chosen.
-pub async fn get(base: &str, key: &str, wait: Option<Duration>) -> u8 {
+pub async fn get(base: &str, key: &str, wait: Option<Duration>, access: &ClientAccess) -> u8 {
     let result = async {
         let mut url = url_for(base, key)?;
         if let Some(wait) = wait {
             url.push_str(&format!("?wait={}ms", wait.as_millis()));
         }
-        let response = client_for(wait.unwrap_or_default())?
+        let response = client_for(access, wait.unwrap_or_default())?
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((status, body))
@@ -141,13 +188,13 @@ pub async fn get(base: &str, key: &str, wait: Option<Duration>) -> u8 {
 /// `prefix`, one per line (`key<TAB>value` with `values`), following `next`
 /// page by page. Exit 0 when at least one key is listed, 1 when none is, 2
 /// on any failure (a page already printed stays printed).
-pub async fn list(base: &str, prefix: &str, values: bool) -> u8 {
+pub async fn list(base: &str, prefix: &str, values: bool, access: &ClientAccess) -> u8 {
     if !prefix.is_empty() {
         if let Err(e) = url_for(base, prefix) {
             return fail(e);
         }
     }
-    let client = match client() {
+    let client = match client(access) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

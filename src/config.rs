@@ -35,6 +35,29 @@ pub struct ServeArgs {
     /// Deadline of one call to a peer.
     #[arg(long, env = "PAXOS_KV_PEER_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub peer_timeout: Duration,
+    /// Client tokens and TLS.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// The access-control and TLS flags of `serve` (`docs/api.md`, "Access
+/// control and TLS"); all off by default.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SecurityArgs {
+    /// JSON file of client tokens (SHA-256 hashes with read/write key
+    /// prefixes); every /v1/kv request then needs one. Re-read on SIGHUP.
+    #[arg(long, env = "PAXOS_KV_CLIENT_TOKENS")]
+    pub client_tokens: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (clients and peers) on --listen.
+    #[arg(long, env = "PAXOS_KV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PAXOS_KV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that peers' certificates must chain to: peers present their
+    /// certificate to each other, and peer routes require one.
+    #[arg(long, env = "PAXOS_KV_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A validated node configuration.
@@ -58,6 +81,10 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
+    /// The client token file, when client requests need a token.
+    pub client_tokens: Option<PathBuf>,
+    /// TLS files, when the node speaks HTTPS.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Parses `5s`, `250ms`, `2m` or a plain number of seconds.
@@ -140,6 +167,25 @@ impl ServeArgs {
                 );
             }
         }
+        let tls = match (self.security.tls_cert, self.security.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                ca: self.security.tls_ca,
+            }),
+            (None, None) if self.security.tls_ca.is_some() => {
+                return Err("--tls-ca needs --tls-cert and --tls-key".into())
+            }
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        if tls.is_some() {
+            if let Some((id, url)) = peers.iter().find(|(_, u)| u.scheme() != "https") {
+                return Err(format!(
+                    "with --tls-cert every node speaks HTTPS: --peers URL of node {id} ({url}) must be https://"
+                ));
+            }
+        }
         check_data_dir(&self.data_dir)?;
         let timing = Timing {
             request_timeout: self.request_timeout,
@@ -155,6 +201,8 @@ impl ServeArgs {
             timing,
             peer_timeout: self.peer_timeout,
             body_timeout: Duration::from_secs(30),
+            client_tokens: self.security.client_tokens,
+            tls,
         })
     }
 }

@@ -53,6 +53,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
             max_value_bytes: 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(5),
             peer_timeout: std::time::Duration::from_secs(1),
+            security: Default::default(),
         };
         configs.push(serve.validate()?);
     }

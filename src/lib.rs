@@ -45,10 +45,12 @@
 //! # });
 //! ```
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod error_chain;
 pub mod identity;
 pub mod key;
 pub mod list;
@@ -59,6 +61,7 @@ pub mod query;
 pub mod rejoin;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod value;
 pub mod waiters;

@@ -32,6 +32,8 @@ enum Command {
         key: String,
         /// The value, or - to read it from stdin.
         value: String,
+        #[command(flatten)]
+        access: client::ClientAccess,
     },
     /// Print the value of a key. Exit 0 on 200, 1 on 404, 2 otherwise.
     Get {
@@ -43,6 +45,8 @@ enum Command {
         wait: Option<std::time::Duration>,
         /// The key.
         key: String,
+        #[command(flatten)]
+        access: client::ClientAccess,
     },
     /// List the chosen keys under a prefix, one per line (all pages).
     /// Exit 0 when some are listed, 1 when none, 2 otherwise.
@@ -56,6 +60,8 @@ enum Command {
         /// The prefix ("" or omitted: every key).
         #[arg(default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        access: client::ClientAccess,
     },
     /// Load-test a cluster; prints throughput, latency percentiles and statuses.
     Bench(BenchArgs),
@@ -135,7 +141,12 @@ fn main() -> ExitCode {
                 Err(e) => failed(e),
             }
         }
-        Command::Put { url, key, value } => {
+        Command::Put {
+            url,
+            key,
+            value,
+            access,
+        } => {
             let value = if value == "-" {
                 let mut buf = Vec::new();
                 if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
@@ -146,16 +157,20 @@ fn main() -> ExitCode {
             } else {
                 value.into_bytes()
             };
-            ExitCode::from(runtime().block_on(client::put(&url, &key, value)))
+            ExitCode::from(runtime().block_on(client::put(&url, &key, value, &access)))
         }
-        Command::Get { url, wait, key } => {
-            ExitCode::from(runtime().block_on(client::get(&url, &key, wait)))
-        }
+        Command::Get {
+            url,
+            wait,
+            key,
+            access,
+        } => ExitCode::from(runtime().block_on(client::get(&url, &key, wait, &access))),
         Command::List {
             url,
             values,
             prefix,
-        } => ExitCode::from(runtime().block_on(client::list(&url, &prefix, values))),
+            access,
+        } => ExitCode::from(runtime().block_on(client::list(&url, &prefix, values, &access))),
         Command::Bench(args) => {
             init_logs("warn");
             match runtime().block_on(bench::run(&args)) {

@@ -12,6 +12,11 @@
 //!   (`408`, see `api.rs`);
 //! - a client that stops reading its response for [`Limits::write_timeout`]
 //!   is disconnected.
+//!
+//! With `--tls-cert` every connection is TLS (`tls.rs`): the handshake must
+//! finish within the header timeout; a connection whose first byte is not a
+//! TLS handshake is answered a plain-HTTP 400 ("this port speaks HTTPS") and
+//! closed. The write deadline sits under TLS, on the socket itself.
 
 use std::future::Future;
 use std::io;
@@ -33,12 +38,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
 use crate::api::{router, ApiError, AppState};
+use crate::auth::ClientAuth;
 use crate::config::Config;
+use crate::metrics::Latency;
 use crate::node::Node;
 use crate::paxos::Request;
 use crate::storage::{SledStorage, Storage};
+use crate::tls::{NodeTls, PeerCertificate, TLS_HANDSHAKE_RECORD};
 use crate::transport::list::ListPeers;
-use crate::transport::{HttpTransport, Transport};
+use crate::transport::{HttpTransport, PeerClientOptions, Transport};
 
 /// The production node type.
 pub type ProdNode = Node<SledStorage, HttpTransport>;
@@ -133,18 +141,33 @@ pub struct Prepared {
     node: Arc<ProdNode>,
     limits: Limits,
     stats: Arc<ConnectionStats>,
+    clients: Arc<ClientAuth>,
+    tls: Option<NodeTls>,
+    latency: Latency,
 }
 
 /// Opens the data directory and builds the node. Binds nothing, so every
 /// configuration or disk problem surfaces before the port is taken.
 pub fn prepare(config: Config) -> Result<Prepared, String> {
+    let clients = match &config.client_tokens {
+        Some(path) => ClientAuth::from_file(path)?,
+        None => ClientAuth::open(),
+    };
+    let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
+    let latency = Latency::default();
     let storage = SledStorage::open(&config.data_dir)
         .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?;
-    let transport = HttpTransport::new(
+    let observer = latency.clone();
+    storage.observe_syncs(Arc::new(move |took| observer.observe_sync(took)));
+    let transport = HttpTransport::with_options(
         config.id,
         &config.peers,
         config.token.as_deref(),
         config.peer_timeout,
+        PeerClientOptions {
+            tls: tls.as_ref().and_then(|t| t.peer_client.clone()),
+            latency: Some(latency.clone()),
+        },
     )?;
     let urls = config
         .peers
@@ -165,6 +188,9 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         node,
         limits: Limits::default(),
         stats: Arc::default(),
+        clients: Arc::new(clients),
+        tls,
+        latency,
     })
 }
 
@@ -197,6 +223,9 @@ impl Prepared {
             node,
             limits,
             stats,
+            clients,
+            tls,
+            latency,
         } = self;
         if config.token.is_none() {
             tracing::warn!(
@@ -219,8 +248,13 @@ impl Prepared {
                 &config.peers,
                 config.token.as_deref(),
                 config.peer_timeout,
+                tls.as_ref().and_then(|t| t.peer_client.clone()),
             )?),
+            clients: clients.clone(),
+            latency,
+            peers_need_certificate: tls.as_ref().is_some_and(|t| t.peers_need_certificate),
         });
+        let reloader = crate::auth::announce_and_reload_on_sighup(clients)?;
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let lifecycle = tokio::spawn(crate::rejoin::run(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -231,9 +265,13 @@ impl Prepared {
             shutdown.await;
             waiters_of.waiters().close();
         };
-        let result = serve(listener, router(state), limits, stats, shutdown).await;
+        let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server));
+        let result = serve(listener, router(state), limits, stats, tls, shutdown).await;
         heartbeat.abort();
         lifecycle.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         node.storage()
             .flush()
             .map_err(|e| format!("flush at shutdown failed: {e}"))?;
@@ -266,6 +304,7 @@ async fn serve(
     app: Router,
     limits: Limits,
     stats: Arc<ConnectionStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -300,8 +339,9 @@ async fn serve(
             Ok(slot) => {
                 let (app, limits, open) =
                     (app.clone(), limits.clone(), OpenConnection::new(&stats));
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, app, &limits, stopping).await;
+                    serve_connection(stream, app, &limits, stopping, tls).await;
                     drop((slot, open, alive));
                 });
             }
@@ -309,8 +349,9 @@ async fn serve(
                 stats.shed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(slot) = shed_slots.clone().try_acquire_owned() {
                     let write_timeout = limits.write_timeout;
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        shed_connection(stream, write_timeout).await;
+                        shed_connection(stream, write_timeout, tls).await;
                         drop((slot, alive));
                     });
                 }
@@ -332,14 +373,43 @@ async fn serve(
 }
 
 /// Serves one connection with the router until the client leaves, a limit
-/// trips, or the node stops (then after the request in flight).
+/// trips, or the node stops (then after the request in flight). On a TLS
+/// node the handshake comes first; see the module docs.
 async fn serve_connection(
     stream: TcpStream,
     app: Router,
     limits: &Limits,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+    let Some(acceptor) = tls else {
+        let io = WriteDeadline::new(stream, limits.write_timeout);
+        return serve_http(io, app, limits, stopping).await;
+    };
+    match handshake(
+        stream,
+        &acceptor,
+        limits.header_timeout,
+        limits.write_timeout,
+    )
+    .await
+    {
+        Handshake::Tls(io, certificate) => {
+            let app = app.layer(axum::Extension(certificate));
+            serve_http(io, app, limits, stopping).await;
+        }
+        Handshake::PlainHttp(stream) => {
+            answer_once(stream, limits.write_timeout, || ApiError::HttpsRequired).await;
+        }
+        Handshake::Failed => {}
+    }
+}
+
+async fn serve_http<I>(io: I, app: Router, limits: &Limits, mut stopping: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -364,19 +434,91 @@ async fn serve_connection(
     }
 }
 
+type TlsIo = tokio_rustls::server::TlsStream<WriteDeadline<TcpStream>>;
+
+/// How the start of a connection to a TLS node went.
+enum Handshake {
+    /// A TLS session, and whether the client showed a verified certificate.
+    Tls(Box<TlsIo>, PeerCertificate),
+    /// The client speaks something else (plain HTTP, presumably).
+    PlainHttp(TcpStream),
+    /// Closed, timed out, or refused (e.g. a certificate of another CA).
+    Failed,
+}
+
+/// Peeks at the first byte, then runs the TLS handshake; all within `limit`.
+async fn handshake(
+    stream: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    limit: Duration,
+    write_timeout: Duration,
+) -> Handshake {
+    let start = async move {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => {}
+            Ok(1) => return Handshake::PlainHttp(stream),
+            _ => return Handshake::Failed,
+        }
+        match acceptor
+            .accept(WriteDeadline::new(stream, write_timeout))
+            .await
+        {
+            Ok(io) => {
+                let verified = io
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
+                Handshake::Tls(Box::new(io), PeerCertificate { verified })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                Handshake::Failed
+            }
+        }
+    };
+    tokio::time::timeout(limit, start)
+        .await
+        .unwrap_or(Handshake::Failed)
+}
+
 /// Answers the request of a connection over the limit with 503 and closes it.
-async fn shed_connection(stream: TcpStream, write_timeout: Duration) {
-    let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+async fn shed_connection(
+    stream: TcpStream,
+    write_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let Some(acceptor) = tls else {
+        return answer_once(stream, write_timeout, || ApiError::Overloaded).await;
+    };
+    match handshake(stream, &acceptor, SHED_HEADER_TIMEOUT, write_timeout).await {
+        Handshake::Tls(io, _) => {
+            answer_once(io, write_timeout, || ApiError::Overloaded).await;
+        }
+        Handshake::PlainHttp(stream) => {
+            answer_once(stream, write_timeout, || ApiError::HttpsRequired).await;
+        }
+        Handshake::Failed => {}
+    }
+}
+
+/// Answers one request with `error` (whatever it asked) and closes.
+async fn answer_once<I>(io: I, write_timeout: Duration, error: fn() -> ApiError)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(WriteDeadline::new(io, write_timeout));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(SHED_HEADER_TIMEOUT)
         .keep_alive(false);
-    let service = hyper::service::service_fn(|_request| async {
-        Ok::<_, std::convert::Infallible>(ApiError::Overloaded.into_response())
+    let service = hyper::service::service_fn(move |_request| async move {
+        Ok::<_, std::convert::Infallible>(error().into_response())
     });
     if let Err(e) = builder.serve_connection(io, service).await {
-        tracing::debug!(error = %e, "shed connection ended with an error");
+        tracing::debug!(error = %e, "connection answered once ended with an error");
     }
 }
 

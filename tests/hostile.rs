@@ -675,6 +675,7 @@ impl Cluster {
             max_value_bytes: self.setup.max_value_bytes,
             request_timeout: self.setup.request_timeout,
             peer_timeout: Duration::from_secs(1),
+            security: Default::default(),
         };
         let mut config = args.validate()?;
         config.body_timeout = self.setup.body_timeout;

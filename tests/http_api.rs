@@ -1045,6 +1045,15 @@ async fn health_status_and_metrics() {
     assert_eq!(after[2], before[2] + 1, "conflict");
     assert!(after[3] > before[3], "rounds, classic or fast");
     assert_eq!(after[4], before[4] + 1, "not_found");
+    // Latency histograms: the PUTs and GETs above were timed, and node 1's
+    // acceptor made its votes durable in timed group commits.
+    for (id, series) in [
+        (1, "paxos_kv_request_duration_seconds_count{op=\"put\"}"),
+        (2, "paxos_kv_request_duration_seconds_count{op=\"get\"}"),
+        (1, "paxos_kv_storage_sync_duration_seconds_count"),
+    ] {
+        assert!(c.metric(id, series).await > 0, "node {id}: {series}");
+    }
     let cr = &c;
     poll("node 3 counts acceptor requests", || async move {
         let n = cr.metric(3, "paxos_kv_acceptor_requests_total").await;
@@ -1060,7 +1069,8 @@ async fn health_status_and_metrics() {
 
 /// Every line of a Prometheus text exposition is `# HELP name text`,
 /// `# TYPE name kind`, or `name[{labels}] number`, and every sample's family
-/// is declared by a TYPE line before it.
+/// is declared by a TYPE line before it (a histogram's samples carry the
+/// suffixes `_bucket`, `_sum` and `_count`).
 fn check_exposition_format(text: &str) {
     let mut typed = std::collections::BTreeSet::new();
     let mut samples = 0;
@@ -1083,7 +1093,13 @@ fn check_exposition_format(text: &str) {
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':'),
                 "bad metric name {line:?}"
             );
-            assert!(typed.contains(name), "sample before its TYPE: {line:?}");
+            // A histogram's samples are its name plus _bucket, _sum, _count.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| typed.contains(*base))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "sample before its TYPE: {line:?}");
             if series.contains('{') {
                 assert!(series.ends_with('}'), "bad labels {line:?}");
             }

@@ -17,7 +17,7 @@ mod memory;
 mod sled_store;
 
 pub use memory::MemoryStorage;
-pub use sled_store::SledStorage;
+pub use sled_store::{SledStorage, SyncObserver};
 
 /// The acceptor state of one register.
 pub type State = AcceptorState<Value>;

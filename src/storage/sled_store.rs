@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -66,7 +67,14 @@ struct Shared {
     resetting: Mutex<()>,
     /// Group commits of earlier databases, for metrics.
     earlier_syncs: AtomicU64,
+    /// Told the duration of every group commit, once set.
+    sync_observer: Arc<OnceLock<SyncObserver>>,
 }
+
+/// Called by the sync thread with the duration of each group commit (its
+/// flush and `fdatasync`), for the storage sync histogram of `/metrics`.
+/// Runs on the sync thread between the sync and the replies: keep it short.
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// One open sled database and its sync thread.
 struct Open {
@@ -146,7 +154,7 @@ fn poisoned(why: &str) -> StorageError {
 impl Open {
     /// Opens (or creates) the database in `dir`. Fails if the directory is
     /// unusable or holds data of another format version.
-    fn new(dir: &Path) -> Result<Self, StorageError> {
+    fn new(dir: &Path, observer: Arc<OnceLock<SyncObserver>>) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -191,6 +199,7 @@ impl Open {
             blobs: dir.join("blobs"),
             synced_blobs: HashSet::new(),
             commit: commit.clone(),
+            observer,
         };
         let handle = std::thread::Builder::new()
             .name("paxos-kv-fsync".into())
@@ -285,15 +294,24 @@ impl SledStorage {
     /// Opens (or creates) the database in `dir`. Fails if the directory is
     /// unusable or holds data of another format version.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let open = Open::new(dir)?;
+        let sync_observer = Arc::new(OnceLock::new());
+        let open = Open::new(dir, sync_observer.clone())?;
         Ok(SledStorage {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
                 current: RwLock::new(Some(Arc::new(open))),
                 resetting: Mutex::new(()),
                 earlier_syncs: AtomicU64::new(0),
+                sync_observer,
             }),
         })
+    }
+
+    /// Has `observer` told the duration of every later group commit (of
+    /// this database and of any reopened after a failure). The first
+    /// observer set stays; later calls are ignored.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        let _ = self.shared.sync_observer.set(observer);
     }
 
     /// The open database, or why there is none: a failed one is refused.
@@ -553,7 +571,7 @@ impl Storage for SledStorage {
                 let aside = set_aside(&shared.dir)?;
                 tracing::warn!(path = %aside.display(), "failed database set aside");
             }
-            let open = Open::new(&shared.dir)?;
+            let open = Open::new(&shared.dir, shared.sync_observer.clone())?;
             *shared.current.write().expect("poisoned") = Some(Arc::new(open));
             tracing::warn!("a fresh database is open; the node rebuilds it from its peers");
             Ok(())
@@ -614,6 +632,7 @@ struct Syncer {
     blobs: PathBuf,
     synced_blobs: HashSet<OsString>,
     commit: Arc<Commit>,
+    observer: Arc<OnceLock<SyncObserver>>,
 }
 
 impl Syncer {
@@ -633,7 +652,11 @@ impl Syncer {
                 .into_iter()
                 .map(|(write, done)| (write.apply(&self.db), done))
                 .collect();
+            let started = std::time::Instant::now();
             let synced = self.sync();
+            if let Some(observe) = self.observer.get() {
+                observe(started.elapsed());
+            }
             self.commit.syncs.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "group commit failed; writes answered with errors");

@@ -9,9 +9,10 @@
 //! all durable in one group commit.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use crate::metrics::Latency;
 use crate::value::Value;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -41,6 +42,18 @@ struct Shared {
     auth: Option<HeaderValue>,
     /// What every message says of its sender (set by the node).
     envelope: RwLock<Envelope>,
+    latency: Option<Latency>,
+}
+
+/// Optional parts of an [`HttpTransport`] beyond [`HttpTransport::new`]'s.
+#[derive(Default)]
+pub struct PeerClientOptions {
+    /// TLS for `https://` peers: the roots to trust and the client
+    /// certificate to present (see `tls.rs`). Without it, `https://` peers
+    /// are verified against the public roots reqwest bundles.
+    pub tls: Option<rustls::ClientConfig>,
+    /// Where to record the duration of each batch exchange.
+    pub latency: Option<Latency>,
 }
 
 /// One peer: its batch URL and, once the first call starts it, the queue of
@@ -70,7 +83,22 @@ impl HttpTransport {
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        Self::with_options(me, peers, token, timeout, PeerClientOptions::default())
+    }
+
+    /// [`HttpTransport::new`] with TLS settings and a latency histogram.
+    pub fn with_options(
+        me: NodeId,
+        peers: &BTreeMap<NodeId, reqwest::Url>,
+        token: Option<&str>,
+        timeout: Duration,
+        options: PeerClientOptions,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = options.tls {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .pool_max_idle_per_host(IN_FLIGHT * 4)
@@ -106,6 +134,7 @@ impl HttpTransport {
                 client,
                 auth,
                 envelope: RwLock::new(Envelope::default()),
+                latency: options.latency,
             }),
             links,
             timeout,
@@ -249,6 +278,7 @@ async fn send_batches(
     mut queue: mpsc::UnboundedReceiver<Queued>,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let failing: Arc<Mutex<Option<String>>> = Arc::default();
     let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
@@ -280,7 +310,14 @@ async fn send_batches(
         if batch.is_empty() {
             continue;
         }
-        tokio::spawn(send_batch(shared.clone(), peer, url.clone(), batch, permit));
+        tokio::spawn(send_batch(
+            shared.clone(),
+            peer,
+            url.clone(),
+            batch,
+            permit,
+            failing.clone(),
+        ));
     }
 }
 
@@ -290,6 +327,7 @@ async fn send_batch(
     url: reqwest::Url,
     batch: Vec<Queued>,
     _permit: OwnedSemaphorePermit,
+    failing: Arc<Mutex<Option<String>>>,
 ) {
     let (messages, waiters): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|q| (q.message, q.done)).unzip();
@@ -297,7 +335,32 @@ async fn send_batch(
         let envelope = shared.envelope.read().expect("poisoned");
         PeerBatch::new(shared.me, &envelope, messages)
     };
-    match exchange(&shared, peer, url, &body).await {
+    let started = std::time::Instant::now();
+    let result = exchange(&shared, peer, url, &body).await;
+    if let Some(latency) = &shared.latency {
+        latency.observe_peer_call(peer, started.elapsed());
+    }
+    // One warning when a link starts failing or fails for another reason
+    // (e.g. a TLS certificate the peer refuses), one note when it works
+    // again: not one per call.
+    {
+        let mut last = failing.lock().expect("poisoned");
+        match &result {
+            Err(e) => {
+                let why = e.to_string();
+                if last.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(peer, error = %why, "calls to this peer fail");
+                    *last = Some(why);
+                }
+            }
+            Ok(_) => {
+                if last.take().is_some() {
+                    tracing::info!(peer, "calls to this peer work again");
+                }
+            }
+        }
+    }
+    match result {
         Ok(replies) => {
             for (reply, done) in replies.into_iter().zip(waiters) {
                 let _ = done.send(reply);
@@ -361,6 +424,8 @@ fn classify(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
     } else {
-        TransportError::Unreachable(e.to_string())
+        // With its causes: the TLS reason (unknown issuer, a refused
+        // certificate) is only in the sources.
+        TransportError::Unreachable(crate::error_chain::error_chain(&e))
     }
 }

@@ -174,8 +174,14 @@ impl ListPeers {
         peers: &BTreeMap<NodeId, reqwest::Url>,
         token: Option<&str>,
         timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            // The same roots and client certificate as the peer transport.
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .pool_idle_timeout(Duration::from_secs(5))

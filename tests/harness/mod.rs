@@ -152,6 +152,7 @@ impl Cluster {
             max_value_bytes: self.options.max_value_bytes,
             request_timeout: self.options.request_timeout,
             peer_timeout: self.options.peer_timeout,
+            security: Default::default(),
         }
         .validate()
         .unwrap_or_else(|e| panic!("config of node {id}: {e}"))
