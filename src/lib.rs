@@ -9,6 +9,9 @@
 //! - [`paxos`]: the pure core: acceptor rules, proposer round, quorum read,
 //!   ballot clock. No IO, no clock, no randomness.
 //! - [`storage`] (sled, or memory) and [`transport`] (HTTP, or memory).
+//! - Registry reads on top of the node: [`list`] (a linearizable page of the
+//!   keys under a prefix, from a majority's pages) and [`waiters`] (`GET ?wait`,
+//!   woken by the decide a node stores); [`query`] parses their parameters.
 //!
 //! A short tour: three nodes over the in-memory network and store, the same
 //! node code that serves HTTP over sled in production.

@@ -49,7 +49,7 @@ pub struct ListQuery {
     pub prefix: String,
     /// Only keys sorting after it (exclusive, bytewise).
     pub after: Option<String>,
-    /// At most this many keys, 1..=[`MAX_LIST_LIMIT`].
+    /// At most this many keys, 1..=[`MAX_LIST_LIMIT`] (clamped into it).
     pub limit: usize,
     /// Whether to return the values too (`?recurse`).
     pub values: bool,
@@ -78,10 +78,8 @@ pub async fn list<S: Storage, T: Transport>(
     peers: &Arc<ListPeers>,
     query: &ListQuery,
 ) -> Result<Listing, NodeError> {
-    assert!(
-        (1..=MAX_LIST_LIMIT).contains(&query.limit),
-        "the API checks the limit"
-    );
+    // The API refuses other limits (400); a library caller gets the nearest.
+    let limit = query.limit.clamp(1, MAX_LIST_LIMIT);
     let identity = node.identity();
     let request = Arc::new(ListRequest {
         version: PROTOCOL_VERSION,
@@ -90,11 +88,11 @@ pub async fn list<S: Storage, T: Transport>(
         epoch: identity.epoch,
         prefix: query.prefix.clone(),
         after: query.after.clone(),
-        limit: query.limit,
+        limit,
         values: query.values,
     });
     let pages = gather(node, peers, &request).await?;
-    let (candidates, more) = merge(&pages, query.limit);
+    let (candidates, more) = merge(&pages, limit);
     // The last key considered: the next page starts after it even when it
     // turns out not to be chosen.
     let mut next = candidates.keys().next_back().cloned().filter(|_| more);

@@ -6,6 +6,9 @@
 //! recorded and the whole history is checked as a write-once register per
 //! key (API.md guarantees 1, 2, 4; 3 through the crashes; 5 is reported as
 //! availability).
+//! A lister lists the keys meanwhile (`?keys`, issue 11): every list must
+//! show every key acknowledged before it was sent (rule `list-missing`) and
+//! no key no PUT was sent for (`list-unwritten`).
 //!
 //! Topology: node `i` reaches peer `j` at `http://127.0.0.1:<proxy i->j>`
 //! (the ids in `--peers` are the same on every node, only URLs differ), so
