@@ -991,52 +991,102 @@ async fn put_and_get_exit_codes_and_exact_bytes() {
 }
 
 /// API.md `put`/`get`: any failure other than 404/409 exits 2 with the
-/// reason, here a 503 from a node whose peers are all down.
+/// reason, here a 503 from node 1 of three: first while its peers never
+/// started (a new cluster forms only once every member answers, so it does
+/// not serve yet and says so), then once the cluster formed and both peers
+/// stopped (no majority answers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_and_get_exit_2_on_503() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let peers = format!(
-        "1={url},2=http://127.0.0.1:{},3=http://127.0.0.1:{}",
-        free_port(),
-        free_port()
-    );
-    let listen = format!("127.0.0.1:{port}");
-    let data = dir.path().join("node1").display().to_string();
-    let mut node = Proc::spawn(
-        dir.path(),
-        "lonely serve",
-        &[
-            "serve",
-            "--id",
-            "1",
-            "--listen",
-            &listen,
-            "--data-dir",
-            &data,
-            "--peers",
-            &peers,
-            "--cluster-token",
-            "t",
-            "--request-timeout",
-            "1s",
-        ],
-        &[],
-        false,
-    );
+    let ports = [free_port(), free_port(), free_port()];
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let peers = format!("1={},2={},3={}", urls[0], urls[1], urls[2]);
+    let serve = |id: usize| {
+        let listen = format!("127.0.0.1:{}", ports[id - 1]);
+        let data = dir.path().join(format!("node{id}")).display().to_string();
+        Proc::spawn(
+            dir.path(),
+            &format!("serve {id}"),
+            &[
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data,
+                "--peers",
+                &peers,
+                "--cluster-token",
+                "t",
+                "--request-timeout",
+                "1s",
+            ],
+            &[],
+            false,
+        )
+    };
+    let url = urls[0].clone();
+    let exits_2_on_503 = |case: &'static str, why: &'static str| {
+        let (d, url) = (dir.path().to_owned(), url.clone());
+        async move {
+            let out = run(&d, &["put", "--url", &url, "k", "v"], &[], None).await;
+            assert_eq!(out.code, Some(2), "{case}: put on 503: {}", out.stderr);
+            assert!(
+                out.stderr.contains("503"),
+                "{case}: says 503: {:?}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(why),
+                "{case}: says why: {:?}",
+                out.stderr
+            );
+            let out = run(&d, &["get", "--url", &url, "k"], &[], None).await;
+            assert_eq!(out.code, Some(2), "{case}: get on 503: {}", out.stderr);
+            assert!(
+                out.stderr.contains("503"),
+                "{case}: says 503: {:?}",
+                out.stderr
+            );
+            assert!(out.stdout.is_empty());
+        }
+    };
+    let mut node = serve(1);
     assert!(
         wait_healthy(&mut node, std::slice::from_ref(&url)).await,
         "serve exited: {}",
         node.stderr()
     );
-    let out = run(dir.path(), &["put", "--url", &url, "k", "v"], &[], None).await;
-    assert_eq!(out.code, Some(2), "put on 503: {}", out.stderr);
-    assert!(out.stderr.contains("503"), "says 503: {:?}", out.stderr);
-    let out = run(dir.path(), &["get", "--url", &url, "k"], &[], None).await;
-    assert_eq!(out.code, Some(2), "get on 503: {}", out.stderr);
-    assert!(out.stderr.contains("503"), "says 503: {:?}", out.stderr);
-    assert!(out.stdout.is_empty());
+    exits_2_on_503("peers never started", "not serving").await;
+
+    let mut others = vec![serve(2), serve(3)];
+    let client = http();
+    for u in &urls {
+        let deadline = Instant::now() + PATIENCE;
+        while !client
+            .get(format!("{u}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "{u} does not serve");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for other in &mut others {
+        other.signal(SIGTERM);
+        assert_eq!(
+            other.wait_exit().await.code(),
+            Some(0),
+            "{}",
+            other.stderr()
+        );
+    }
+    exits_2_on_503("both peers stopped", "majority").await;
     node.signal(SIGTERM);
     assert_eq!(node.wait_exit().await.code(), Some(0), "{}", node.stderr());
 }
