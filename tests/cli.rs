@@ -218,6 +218,28 @@ async fn wait_healthy(proc: &mut Proc, urls: &[String]) -> bool {
     }
 }
 
+/// A batch of one peer read of `key` from member 1 (protocol 2), under the
+/// cluster id and epoch the node at `url` reports in `/v1/status` once it
+/// serves (polled with a deadline).
+async fn read_batch(client: &reqwest::Client, url: &str, key: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status: serde_json::Value = match client.get(format!("{url}/v1/status")).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if status["state"] == "serving" {
+            return serde_json::json!({
+                "version": 2, "from": 1, "cluster": status["cluster"], "epoch": status["epoch"],
+                "incarnation": 1, "messages": [{"op": "read", "key": key}],
+            })
+            .to_string();
+        }
+        assert!(Instant::now() < deadline, "{url} does not serve: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Three consecutive free ports, outside the kernel's ephemeral range so
 /// that client sockets do not take them meanwhile.
 fn free_port_range(attempt: u32) -> u16 {
@@ -499,6 +521,86 @@ async fn serve_refuses_misconfiguration_before_binding() {
     drop(held);
 }
 
+/// docs/design.md invariant 10 at start: a data directory records which
+/// node of which cluster it belongs to, and `serve` refuses one of another
+/// node with a non-zero exit and one clear line naming both ids, before it
+/// binds (the port is held by this test). The owner still starts on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_data_dir_of_another_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("node1").display().to_string();
+    let client = http();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (listen, peers) = (format!("127.0.0.1:{port}"), format!("1={url}"));
+    let owner = |what: &str| {
+        Proc::spawn(
+            dir.path(),
+            what,
+            &[
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data,
+                "--peers",
+                &peers,
+            ],
+            &[],
+            false,
+        )
+    };
+    let mut node = owner("owner");
+    assert!(
+        wait_healthy(&mut node, std::slice::from_ref(&url)).await,
+        "serve exited: {}",
+        node.stderr()
+    );
+    read_batch(&client, &url, "k").await;
+    node.signal(SIGTERM);
+    assert_eq!(node.wait_exit().await.code(), Some(0), "{}", node.stderr());
+
+    let held = StdListener::bind("127.0.0.1:0").expect("bind");
+    let other = held.local_addr().expect("addr");
+    let two_peers = format!("1={url},2=http://{other}");
+    let out = run(
+        dir.path(),
+        &[
+            "serve",
+            "--id",
+            "2",
+            "--listen",
+            &other.to_string(),
+            "--data-dir",
+            &data,
+            "--peers",
+            &two_peers,
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert_refused(
+        &out,
+        &["node 1", "node 2"],
+        "a data dir of node 1 given to node 2",
+    );
+    drop(held);
+
+    // Control: its owner still serves from it.
+    let mut node = owner("owner again");
+    assert!(
+        wait_healthy(&mut node, std::slice::from_ref(&url)).await,
+        "the owner no longer starts: {}",
+        node.stderr()
+    );
+    read_batch(&client, &url, "k").await;
+    node.signal(SIGTERM);
+    assert_eq!(node.wait_exit().await.code(), Some(0), "{}", node.stderr());
+}
+
 /// API.md: every `serve` flag has an environment twin. A node configured
 /// only through PAXOS_KV_* serves, enforces the token on peer routes and
 /// the value limit from the environment, does not warn about an open peer
@@ -559,16 +661,16 @@ async fn serve_configured_by_environment_twins() {
             .status(),
         413
     );
-    let read = serde_json::json!({"version": 1, "from": 1, "key": "fits"}).to_string();
+    let read = read_batch(&client, &url, "fits").await;
     let open = client
-        .post(format!("{url}/v1/paxos/read"))
+        .post(format!("{url}/v1/paxos/batch"))
         .body(read.clone())
         .send()
         .await
         .expect("peer read");
     assert_eq!(open.status(), 401, "PAXOS_KV_CLUSTER_TOKEN is enforced");
     let authorized = client
-        .post(format!("{url}/v1/paxos/read"))
+        .post(format!("{url}/v1/paxos/batch"))
         .bearer_auth("env-secret")
         .body(read)
         .send()
@@ -626,9 +728,9 @@ async fn serve_without_token_warns_and_sigterm_exits_zero() {
             .find(|l| l.contains("no --cluster-token"))
             .unwrap_or_else(|| panic!("no warning about open peer routes in:\n{stderr}"));
         assert!(warning.contains("WARN"), "not a warning: {warning}");
-        let read = serde_json::json!({"version": 1, "from": 1, "key": "k"}).to_string();
+        let read = read_batch(&client, &url, "k").await;
         let open = client
-            .post(format!("{url}/v1/paxos/read"))
+            .post(format!("{url}/v1/paxos/batch"))
             .body(read)
             .send()
             .await
@@ -889,52 +991,102 @@ async fn put_and_get_exit_codes_and_exact_bytes() {
 }
 
 /// API.md `put`/`get`: any failure other than 404/409 exits 2 with the
-/// reason, here a 503 from a node whose peers are all down.
+/// reason, here a 503 from node 1 of three: first while its peers never
+/// started (a new cluster forms only once every member answers, so it does
+/// not serve yet and says so), then once the cluster formed and both peers
+/// stopped (no majority answers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_and_get_exit_2_on_503() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let peers = format!(
-        "1={url},2=http://127.0.0.1:{},3=http://127.0.0.1:{}",
-        free_port(),
-        free_port()
-    );
-    let listen = format!("127.0.0.1:{port}");
-    let data = dir.path().join("node1").display().to_string();
-    let mut node = Proc::spawn(
-        dir.path(),
-        "lonely serve",
-        &[
-            "serve",
-            "--id",
-            "1",
-            "--listen",
-            &listen,
-            "--data-dir",
-            &data,
-            "--peers",
-            &peers,
-            "--cluster-token",
-            "t",
-            "--request-timeout",
-            "1s",
-        ],
-        &[],
-        false,
-    );
+    let ports = [free_port(), free_port(), free_port()];
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let peers = format!("1={},2={},3={}", urls[0], urls[1], urls[2]);
+    let serve = |id: usize| {
+        let listen = format!("127.0.0.1:{}", ports[id - 1]);
+        let data = dir.path().join(format!("node{id}")).display().to_string();
+        Proc::spawn(
+            dir.path(),
+            &format!("serve {id}"),
+            &[
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data,
+                "--peers",
+                &peers,
+                "--cluster-token",
+                "t",
+                "--request-timeout",
+                "1s",
+            ],
+            &[],
+            false,
+        )
+    };
+    let url = urls[0].clone();
+    let exits_2_on_503 = |case: &'static str, why: &'static str| {
+        let (d, url) = (dir.path().to_owned(), url.clone());
+        async move {
+            let out = run(&d, &["put", "--url", &url, "k", "v"], &[], None).await;
+            assert_eq!(out.code, Some(2), "{case}: put on 503: {}", out.stderr);
+            assert!(
+                out.stderr.contains("503"),
+                "{case}: says 503: {:?}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(why),
+                "{case}: says why: {:?}",
+                out.stderr
+            );
+            let out = run(&d, &["get", "--url", &url, "k"], &[], None).await;
+            assert_eq!(out.code, Some(2), "{case}: get on 503: {}", out.stderr);
+            assert!(
+                out.stderr.contains("503"),
+                "{case}: says 503: {:?}",
+                out.stderr
+            );
+            assert!(out.stdout.is_empty());
+        }
+    };
+    let mut node = serve(1);
     assert!(
         wait_healthy(&mut node, std::slice::from_ref(&url)).await,
         "serve exited: {}",
         node.stderr()
     );
-    let out = run(dir.path(), &["put", "--url", &url, "k", "v"], &[], None).await;
-    assert_eq!(out.code, Some(2), "put on 503: {}", out.stderr);
-    assert!(out.stderr.contains("503"), "says 503: {:?}", out.stderr);
-    let out = run(dir.path(), &["get", "--url", &url, "k"], &[], None).await;
-    assert_eq!(out.code, Some(2), "get on 503: {}", out.stderr);
-    assert!(out.stderr.contains("503"), "says 503: {:?}", out.stderr);
-    assert!(out.stdout.is_empty());
+    exits_2_on_503("peers never started", "not serving").await;
+
+    let mut others = vec![serve(2), serve(3)];
+    let client = http();
+    for u in &urls {
+        let deadline = Instant::now() + PATIENCE;
+        while !client
+            .get(format!("{u}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "{u} does not serve");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for other in &mut others {
+        other.signal(SIGTERM);
+        assert_eq!(
+            other.wait_exit().await.code(),
+            Some(0),
+            "{}",
+            other.stderr()
+        );
+    }
+    exits_2_on_503("both peers stopped", "majority").await;
     node.signal(SIGTERM);
     assert_eq!(node.wait_exit().await.code(), Some(0), "{}", node.stderr());
 }

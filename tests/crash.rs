@@ -407,7 +407,13 @@ async fn verify(records: &[PutRecord], urls: &[String]) -> Verdict {
 /// The durability check of [`sigkill_under_load_loses_no_acknowledged_put`]
 /// can fail: against nodes that lose their data directory in a crash (a
 /// deliberately broken deployment), a 201 acknowledged by nodes 1 and 2
-/// while node 3 was down is reported lost once 1 and 2 restart empty.
+/// while node 3 was down is no longer readable once 1 and 2 restart empty,
+/// and the check reports it. The protocol (docs/design.md, invariant 8)
+/// turns the loss into unavailability, never a wrong answer: a wiped node
+/// must rebuild from a majority of the *other* members, all serving, before
+/// it votes; with two of three wiped neither can, so they stay
+/// `recovering` (saying why) and every GET is 503, never 404 or another
+/// value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durability_check_catches_nodes_that_forget() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -427,16 +433,50 @@ async fn durability_check_catches_nodes_that_forget() {
         cluster.node(id).wipe_on_restart = true;
         cluster.node(id).kill();
     }
-    cluster.start_all().await;
+    cluster
+        .node(3)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for id in [1, 2] {
+        let node = cluster.node(id);
+        node.spawn();
+        node.wait_up(procs::READY_DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for id in [1, 2] {
+        let url = cluster.url(id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = procs::status(&client, &url).await.unwrap_or_default();
+            if status["state"] == "recovering" {
+                let reason = status["reason"].as_str().unwrap_or_default();
+                assert!(reason.contains("rebuild"), "node {id}: {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wiped node {id} does not say it rebuilds: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let verdict = verify(&records, &cluster.urls()).await;
     assert!(
         verdict
             .problems
             .iter()
             .any(|p| p.contains("lost or changed")),
-        "the check missed a lost acknowledged PUT: {:?}",
+        "the check missed an acknowledged PUT that cannot be read: {:?}",
         verdict.problems
     );
+    for problem in &verdict.problems {
+        assert!(
+            problem.contains("Status(503"),
+            "a forgetting node answered instead of refusing: {problem}"
+        );
+    }
 }
 
 /// PUTs `value`, retrying the same value while the outcome is unknown (a
@@ -673,4 +713,86 @@ async fn one_mib_value_survives_sigkill_of_every_node() {
             other => panic!("node {id}: {other:?}\n{}", cluster.logs(2000)),
         }
     }
+}
+
+/// Invariant 10: a data directory whose identity names another cluster
+/// (here: node 1's directory of an earlier cluster on the same ports and
+/// member list) never serves client requests in this one. Its peers refuse
+/// its messages and it refuses theirs (409), so it never counts in a
+/// quorum: its PUTs and GETs are 503, never a value or a 404, and
+/// `/v1/status` "refused_peers" on it names both peers and says why (they
+/// belong to another cluster), as the peers' status names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_another_cluster_never_serves() {
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::new(3, |_, ports| procs::peers_string(ports));
+    let root = cluster.path().to_owned();
+    let client = procs::client(Duration::from_secs(10));
+    // An earlier cluster on the same ports, then the real one.
+    for id in 1..=3 {
+        cluster.node(id).config.data_dir = root.join(format!("old{id}"));
+    }
+    cluster.start_all().await;
+    let (old, _) = procs::cluster_of(&client, &cluster.url(1)).await.unwrap();
+    cluster.kill_all();
+    for id in 1..=3 {
+        cluster.node(id).config.data_dir = root.join(format!("new{id}"));
+    }
+    cluster.start_all().await;
+    let (new, _) = procs::cluster_of(&client, &cluster.url(1)).await.unwrap();
+    assert_ne!(old, new, "two geneses gave the same cluster id");
+    let a = put_until_definite(&client, &cluster.url(2), "real/k", Bytes::from_static(b"v")).await;
+    assert!(matches!(a, Answer::Status(201, _)), "{a:?}");
+
+    // Node 1 comes back on the old cluster's directory.
+    let node = cluster.node(1);
+    node.kill();
+    node.config.data_dir = root.join("old1");
+    node.spawn();
+    node.wait_up(procs::READY_DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.url(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = procs::status(&client, &url).await.unwrap_or_default();
+        let refused = &status["refused_peers"];
+        let names = |peer: &str| {
+            refused[peer]
+                .as_str()
+                .is_some_and(|why| why.contains("cluster"))
+        };
+        if names("2") && names("3") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 does not say why it refuses its peers: {status}\n{}",
+            cluster.logs(2000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["cluster"], serde_json::json!(old), "{status}");
+    for peer in [2, 3] {
+        let s = procs::status(&client, &cluster.url(peer)).await.unwrap();
+        let why = s["refused_peers"]["1"].as_str().unwrap_or_default();
+        assert!(why.contains("cluster"), "node {peer}: {s}");
+    }
+    for _ in 0..3 {
+        let got = procs::get(&client, &url, "real/k").await;
+        assert!(
+            matches!(&got, Answer::Status(503, _)),
+            "GET on the foreign node: {got:?}"
+        );
+        let put = procs::put(&client, &url, "foreign/k", Bytes::from_static(b"x")).await;
+        assert!(
+            matches!(&put, Answer::Status(503, _)),
+            "PUT on the foreign node: {put:?}"
+        );
+    }
+    // The real cluster is not disturbed.
+    let got = procs::get(&client, &cluster.url(3), "real/k").await;
+    assert_eq!(got, Answer::Status(200, Bytes::from_static(b"v")));
+    let got = procs::get(&client, &cluster.url(2), "foreign/k").await;
+    assert!(matches!(&got, Answer::Status(404, _)), "{got:?}");
 }

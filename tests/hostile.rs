@@ -24,10 +24,13 @@ use paxos_kv::config::ServeArgs;
 use paxos_kv::key::{encode_key, parse_key, validate_key, KeyError, MAX_KEY_BYTES};
 use paxos_kv::node::{Node, NodeError, PutOutcome, Timing};
 use paxos_kv::paxos::ballot::MAX_ROUND;
-use paxos_kv::paxos::{Accepted, Ballot, Members, Reply, Request};
+use paxos_kv::paxos::{Accepted, Ballot, Fence, Members, Reply, Request};
 use paxos_kv::server::{prepare, Limits, ProdNode, RunningServer};
 use paxos_kv::storage::{MemoryStorage, Storage};
-use paxos_kv::transport::wire::{Op, PeerRequest, PeerResponse, PROTOCOL_VERSION};
+use paxos_kv::transport::wire::{
+    BatchMessage, BatchReply, BatchResponse, Op, PeerBatch, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+};
+use paxos_kv::transport::Envelope;
 use paxos_kv::transport::MemoryNetwork;
 use paxos_kv::value::Value;
 use proptest::prelude::*;
@@ -285,8 +288,6 @@ fn url_clients_rewrite_dot_segments() {
 // Peer messages: pure properties
 // ======================================================================
 
-const OPS: [Op; 4] = [Op::Prepare, Op::Accept, Op::Read, Op::Decide];
-
 /// Ballots an honest node may send: rounds 1..=MAX_ROUND.
 fn ballot() -> impl Strategy<Value = Ballot> {
     let round = prop_oneof![
@@ -339,8 +340,9 @@ fn reply() -> impl Strategy<Value = Reply<Value>> {
 fn wire_json() -> impl Strategy<Value = serde_json::Value> {
     let name = prop_oneof![
         8 => prop::sample::select(vec![
-            "version", "from", "key", "ballot", "round", "node", "value", "writer",
-            "type", "accepted", "promised",
+            "version", "from", "cluster", "epoch", "incarnation", "messages", "op", "key",
+            "ballot", "round", "node", "value", "writer", "fence", "replies", "ok", "error",
+            "type", "accepted", "promised", "1",
         ]).prop_map(str::to_owned),
         1 => "[a-z]{1,8}",
     ];
@@ -354,7 +356,7 @@ fn wire_json() -> impl Strategy<Value = serde_json::Value> {
             .map_or(serde_json::Value::Null, serde_json::Value::Number)),
         prop::sample::select(vec![
             "promise", "accepted", "rejected", "decided", "vote", "ack", "aGk=", "", "!!", "a/b",
-            "AAAA", "====",
+            "AAAA", "====", "prepare", "accept", "read", "decide",
         ])
         .prop_map(serde_json::Value::from),
         any::<String>().prop_map(serde_json::Value::from),
@@ -368,29 +370,94 @@ fn wire_json() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
-/// Decodes `bytes` as both message types and, where that succeeds, runs
-/// every conversion; none may panic, and anything accepted must re-encode
-/// to the same message.
+/// The envelope a batch in these properties carries.
+fn envelope() -> impl Strategy<Value = Envelope> {
+    ("[0-9a-f]{0,8}", any::<u64>(), any::<u64>()).prop_map(|(cluster, epoch, incarnation)| {
+        Envelope {
+            cluster,
+            epoch,
+            incarnation,
+        }
+    })
+}
+
+/// The fence a request carries: promisers and their incarnations on an
+/// accept, nothing on any other operation.
+fn fence_for(request: &Request<Value>, promisers: BTreeMap<u32, u64>) -> Fence {
+    match request {
+        Request::Accept { .. } => Fence(promisers),
+        _ => Fence::default(),
+    }
+}
+
+/// A batch of one message (protocol version 2), as a sender encodes it.
+fn batch_of_one(
+    from: u32,
+    envelope: &Envelope,
+    key: &str,
+    request: Request<Value>,
+    fence: Fence,
+) -> PeerBatch {
+    PeerBatch::new(from, envelope, vec![BatchMessage::new(key, request, fence)])
+}
+
+/// Decodes the only message of a batch document the way `/v1/paxos/batch`
+/// does: the batch, then the message under the batch's version.
+fn decode_one(doc: serde_json::Value) -> Result<(String, Request<Value>, Fence), String> {
+    let batch: PeerBatch = serde_json::from_value(doc).map_err(|e| e.to_string())?;
+    let version = batch.version;
+    let message = batch.messages.into_iter().next().ok_or("no message")?;
+    message.into_request(version)
+}
+
+/// A batch answer re-encoded from its decoded replies.
+fn response_of(
+    from: u32,
+    incarnation: u64,
+    replies: Vec<Result<Reply<Value>, String>>,
+) -> BatchResponse {
+    BatchResponse {
+        version: PROTOCOL_VERSION,
+        from,
+        incarnation,
+        replies: replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(reply) => BatchReply::reply(reply),
+                Err(e) => BatchReply::Error(e),
+            })
+            .collect(),
+    }
+}
+
+/// Decodes `bytes` as a batch and as a batch answer and, where that
+/// succeeds, runs every conversion; none may panic, and anything accepted
+/// must re-encode to the same message.
 fn decode_everything(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(message) = serde_json::from_slice::<PeerRequest>(bytes) {
-        for op in OPS {
-            if let Ok(request) = message.clone().into_request(op) {
-                prop_assert_eq!(message.version, PROTOCOL_VERSION);
-                prop_assert_eq!(Op::of(&request), op);
-                let again = PeerRequest::new(message.from, &message.key, request.clone());
-                let json = serde_json::to_vec(&again).expect("encodes");
-                let back: PeerRequest = serde_json::from_slice(&json).expect("decodes");
-                prop_assert_eq!(back.into_request(op), Ok(request));
+    if let Ok(batch) = serde_json::from_slice::<PeerBatch>(bytes) {
+        let envelope = Envelope {
+            cluster: batch.cluster.clone(),
+            epoch: batch.epoch,
+            incarnation: batch.incarnation,
+        };
+        for message in batch.messages.clone() {
+            if let Ok((key, request, fence)) = message.into_request(batch.version) {
+                prop_assert_eq!(batch.version, PROTOCOL_VERSION);
+                let again =
+                    batch_of_one(batch.from, &envelope, &key, request.clone(), fence.clone());
+                let json = serde_json::to_value(&again).expect("encodes");
+                prop_assert_eq!(decode_one(json), Ok((key, request, fence)));
             }
         }
     }
-    if let Ok(message) = serde_json::from_slice::<PeerResponse>(bytes) {
-        let from = message.from;
-        if let Ok(reply) = message.into_reply() {
-            let json =
-                serde_json::to_vec(&PeerResponse::new(from, reply.clone())).expect("encodes");
-            let back: PeerResponse = serde_json::from_slice(&json).expect("decodes");
-            prop_assert_eq!(back.into_reply(), Ok(reply));
+    if let Ok(response) = serde_json::from_slice::<BatchResponse>(bytes) {
+        let (from, incarnation, sent) =
+            (response.from, response.incarnation, response.replies.len());
+        if let Ok(replies) = response.into_replies(sent) {
+            let json = serde_json::to_vec(&response_of(from, incarnation, replies.clone()))
+                .expect("encodes");
+            let back: BatchResponse = serde_json::from_slice(&json).expect("decodes");
+            prop_assert_eq!(back.into_replies(sent), Ok(replies));
         }
     }
     Ok(())
@@ -420,99 +487,150 @@ fn peer_decoders_survive_arbitrary_json() {
     );
 }
 
-/// How a well-formed request is broken.
+/// How a well-formed batch of one message is broken.
 #[derive(Clone, Debug)]
 enum Break {
-    /// Removes a field every request needs.
-    Drop(&'static str),
+    /// Removes a field every batch needs.
+    DropBatch(&'static str),
+    /// Removes a field every message needs.
+    DropMessage(&'static str),
     /// Removes a field this operation needs.
     DropOpField,
     /// Another protocol version.
     Version(u32),
-    /// A field the protocol does not know.
-    Unknown,
+    /// A field the protocol does not know, in the batch or in the message.
+    Unknown { in_batch: bool },
     /// The value is not base64.
     NotBase64,
     /// A ballot round outside 1..=MAX_ROUND.
     Round(u64),
+    /// A fence where none belongs (any operation but accept), or a fence
+    /// that is not a map of incarnations (accept).
+    Fence,
 }
 
 fn breakage() -> impl Strategy<Value = Break> {
     prop_oneof![
-        prop::sample::select(vec!["version", "from", "key"]).prop_map(Break::Drop),
+        prop::sample::select(vec![
+            "version",
+            "from",
+            "cluster",
+            "epoch",
+            "incarnation",
+            "messages"
+        ])
+        .prop_map(Break::DropBatch),
+        prop::sample::select(vec!["op", "key"]).prop_map(Break::DropMessage),
         Just(Break::DropOpField),
         any::<u32>()
             .prop_filter("another version", |v| *v != PROTOCOL_VERSION)
             .prop_map(Break::Version),
-        Just(Break::Unknown),
+        any::<bool>().prop_map(|in_batch| Break::Unknown { in_batch }),
         Just(Break::NotBase64),
         bad_round().prop_map(Break::Round),
+        Just(Break::Fence),
     ]
 }
 
-/// Peer requests (DESIGN.md invariants 2 and 7): a well-formed request
-/// round-trips exactly; one with a missing field, another version, an
-/// unknown field, a non-base64 value or a ballot round outside
-/// 1..=MAX_ROUND is refused with an error, never decoded into some other
-/// request.
+/// Breaks the one-message batch `doc` (of operation `op`) as `broken` says.
+fn apply_break(doc: &mut serde_json::Value, op: Op, broken: &Break, pick: usize) {
+    let batch = doc.as_object_mut().expect("an object");
+    match broken {
+        Break::DropBatch(name) => {
+            batch.remove(*name);
+            return;
+        }
+        Break::Version(v) => {
+            batch.insert("version".into(), json!(v));
+            return;
+        }
+        Break::Unknown { in_batch: true } => {
+            batch.insert("leader".into(), json!(true));
+            return;
+        }
+        _ => {}
+    }
+    let message = batch["messages"][0].as_object_mut().expect("a message");
+    match broken {
+        Break::DropMessage(name) => {
+            message.remove(*name);
+        }
+        Break::DropOpField => {
+            let needed: &[&str] = match op {
+                Op::Prepare => &["ballot"],
+                Op::Accept | Op::Decide => &["ballot", "value", "writer"],
+                // A read needs only what every message needs.
+                Op::Read => &["key"],
+            };
+            message.remove(needed[pick % needed.len()]);
+        }
+        Break::Unknown { .. } => {
+            message.insert("leader".into(), json!(true));
+        }
+        Break::NotBase64 => {
+            message.insert("value".into(), json!("not base64!"));
+        }
+        Break::Round(round) if op != Op::Read => {
+            message.insert("ballot".into(), json!({"round": round, "node": 1}));
+        }
+        // A read carries no ballot: break it another way.
+        Break::Round(_) => {
+            message.insert("op".into(), json!("write"));
+        }
+        Break::Fence if op == Op::Accept => {
+            message.insert("fence".into(), json!({"one": "first"}));
+        }
+        Break::Fence => {
+            message.insert("fence".into(), json!({"1": 1}));
+        }
+        Break::DropBatch(_) | Break::Version(_) => unreachable!("handled above"),
+    }
+}
+
+/// Peer batches (DESIGN.md invariants 2, 7 and 8): a well-formed batch of
+/// one message round-trips exactly, fence and envelope included; one with a
+/// missing field, another version, an unknown field, a non-base64 value, a
+/// ballot round outside 1..=MAX_ROUND or a misplaced fence is refused with
+/// an error, never decoded into some other request.
 #[test]
 fn peer_requests_round_trip_and_broken_ones_are_refused() {
-    let strategy = (any::<u32>(), valid_key(), request(), breakage());
+    let strategy = (
+        any::<u32>(),
+        envelope(),
+        valid_key(),
+        request(),
+        proptest::collection::btree_map(1u32..8, 1u64..1000, 0..4),
+        breakage(),
+    );
     check(
         "peer_requests_round_trip_and_broken_ones_are_refused",
         3000,
         strategy,
-        |(from, key, request, broken)| {
+        |(from, envelope, key, request, promisers, broken)| {
             let op = Op::of(&request);
-            let good = PeerRequest::new(from, &key, request.clone());
+            let fence = fence_for(&request, promisers);
+            let good = batch_of_one(from, &envelope, &key, request.clone(), fence.clone());
             let mut doc = serde_json::to_value(&good).expect("encodes");
-            let back: PeerRequest = serde_json::from_value(doc.clone()).expect("decodes");
-            prop_assert_eq!(&back.key, &key);
+            let back: PeerBatch = serde_json::from_value(doc.clone()).expect("decodes");
             prop_assert_eq!(back.from, from);
-            prop_assert_eq!(back.into_request(op), Ok(request.clone()));
-            let fields = doc.as_object_mut().expect("an object");
-            match &broken {
-                Break::Drop(name) => {
-                    fields.remove(*name);
-                }
-                Break::DropOpField => {
-                    let needed: &[&str] = match op {
-                        Op::Prepare => &["ballot"],
-                        Op::Accept | Op::Decide => &["ballot", "value", "writer"],
-                        // A read needs no more than every request.
-                        Op::Read => &["version"],
-                    };
-                    let pick = (from as usize) % needed.len();
-                    fields.remove(needed[pick]);
-                }
-                Break::Version(v) => {
-                    fields.insert("version".into(), json!(v));
-                }
-                Break::Unknown => {
-                    fields.insert("leader".into(), json!(true));
-                }
-                Break::NotBase64 => {
-                    fields.insert("value".into(), json!("not base64!"));
-                }
-                Break::Round(round) if op != Op::Read => {
-                    fields.insert("ballot".into(), json!({"round": round, "node": 1}));
-                }
-                // A read carries no ballot: break it another way.
-                Break::Round(_) => {
-                    fields.remove("version");
-                }
-            }
-            let result = serde_json::from_value::<PeerRequest>(doc.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|m| m.into_request(op));
+            prop_assert_eq!(&back.cluster, &envelope.cluster);
+            prop_assert_eq!(back.epoch, envelope.epoch);
+            prop_assert_eq!(back.incarnation, envelope.incarnation);
+            prop_assert_eq!(
+                decode_one(doc.clone()),
+                Ok((key.clone(), request.clone(), fence))
+            );
+            apply_break(&mut doc, op, &broken, from as usize);
+            let result = decode_one(doc.clone());
             prop_assert!(result.is_err(), "{broken:?} was accepted: {doc}");
             Ok(())
         },
     );
 }
 
-/// Peer replies (DESIGN.md invariants 2 and 7): every reply round-trips
-/// exactly; another version, a reply without its `type`, or one carrying a
+/// Batch answers (DESIGN.md invariants 2 and 7): every reply round-trips
+/// exactly, an acceptor's error included; another version, a count that
+/// does not match the batch, a reply without its `type`, or one carrying a
 /// ballot round above MAX_ROUND is an error.
 #[test]
 fn peer_responses_round_trip_and_broken_ones_are_refused() {
@@ -521,39 +639,47 @@ fn peer_responses_round_trip_and_broken_ones_are_refused() {
         reply(),
         any::<u32>().prop_filter("another version", |v| *v != PROTOCOL_VERSION),
         MAX_ROUND + 1..=u64::MAX,
+        ".{0,20}",
     );
     check(
         "peer_responses_round_trip_and_broken_ones_are_refused",
         3000,
         strategy,
-        |(from, reply, version, huge_round)| {
-            let doc =
-                serde_json::to_value(PeerResponse::new(from, reply.clone())).expect("encodes");
-            let back: PeerResponse = serde_json::from_value(doc.clone()).expect("decodes");
+        |(from, reply, version, huge_round, error)| {
+            let sent = vec![Ok(reply.clone()), Err(error.clone())];
+            let doc = serde_json::to_value(response_of(from, 3, sent.clone())).expect("encodes");
+            let back: BatchResponse = serde_json::from_value(doc.clone()).expect("decodes");
             prop_assert_eq!(back.from, from);
-            prop_assert_eq!(back.into_reply(), Ok(reply));
+            prop_assert_eq!(back.incarnation, 3);
+            prop_assert_eq!(back.into_replies(2), Ok(sent));
+            let back: BatchResponse = serde_json::from_value(doc.clone()).expect("decodes");
+            prop_assert!(back.into_replies(1).is_err(), "a count mismatch");
             let mut other = doc.clone();
             other["version"] = json!(version);
-            let decoded: PeerResponse = serde_json::from_value(other).expect("still JSON");
-            prop_assert!(decoded.into_reply().is_err());
+            let decoded: BatchResponse = serde_json::from_value(other).expect("still JSON");
+            prop_assert!(decoded.into_replies(2).is_err());
             let mut untyped = doc.clone();
-            untyped.as_object_mut().expect("object").remove("type");
-            prop_assert!(serde_json::from_value::<PeerResponse>(untyped).is_err());
+            untyped["replies"][0]["ok"]
+                .as_object_mut()
+                .expect("object")
+                .remove("type");
+            prop_assert!(serde_json::from_value::<BatchResponse>(untyped).is_err());
             // A ballot above MAX_ROUND anywhere in the reply is refused.
             let mut high = doc;
             let mut raised = false;
+            let ok = &mut high["replies"][0]["ok"];
             for field in ["ballot", "promised"] {
-                if let Some(b) = high.get_mut(field) {
+                if let Some(b) = ok.get_mut(field) {
                     b["round"] = json!(huge_round);
                     raised = true;
                 }
             }
-            if let Some(b) = high.get_mut("accepted").and_then(|a| a.get_mut("ballot")) {
+            if let Some(b) = ok.get_mut("accepted").and_then(|a| a.get_mut("ballot")) {
                 b["round"] = json!(huge_round);
                 raised = true;
             }
-            let decoded: PeerResponse = serde_json::from_value(high).expect("still JSON");
-            prop_assert_eq!(decoded.into_reply().is_err(), raised);
+            let decoded: BatchResponse = serde_json::from_value(high).expect("still JSON");
+            prop_assert_eq!(decoded.into_replies(2).is_err(), raised);
             Ok(())
         },
     );
@@ -656,7 +782,29 @@ impl Cluster {
                 .expect("node starts");
             cluster.nodes.push(node);
         }
+        for id in 1..=cluster.nodes.len() as u32 {
+            cluster.serving(id).await;
+        }
         cluster
+    }
+
+    /// Waits until node `id` serves (`/ready` is 200): a new cluster forms
+    /// only once every member answers.
+    async fn serving(&self, id: u32) {
+        let client = http();
+        let url = self.node(id).url("/ready");
+        eventually(
+            &format!("node {id} serves (/ready 200)"),
+            Duration::from_secs(60),
+            || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let r = client.get(url).send().await.ok()?;
+                    (r.status() == 200).then_some(())
+                }
+            },
+        )
+        .await;
     }
 
     fn launch(
@@ -696,8 +844,16 @@ impl Cluster {
     }
 
     /// Restarts node `id` (already stopped) on its old port and directory,
-    /// once every handle on its old sled database is gone.
+    /// and waits until it serves.
     async fn restart(&mut self, id: u32) {
+        self.restart_unready(id).await;
+        self.serving(id).await;
+    }
+
+    /// Restarts node `id` (already stopped) on its old port and directory,
+    /// once every handle on its old sled database is gone, without waiting
+    /// for it to serve.
+    async fn restart_unready(&mut self, id: u32) {
         let index = (id - 1) as usize;
         assert!(self.nodes[index].server.is_none(), "stop node {id} first");
         let old = self.nodes.remove(index);
@@ -929,16 +1085,20 @@ enum Bad {
         auth: Option<String>,
         body: Vec<u8>,
     },
-    /// 400: the right token, a broken body.
-    PeerBody { op: &'static str, body: Vec<u8> },
+    /// 400: the right token, a broken batch.
+    PeerBody { body: Vec<u8> },
     /// 413: the right token, a value over the limit.
     PeerTooLarge {
         op: &'static str,
         key: String,
         len: usize,
     },
-    /// 404: the right token, an operation that does not exist.
+    /// 404: the right token, an operation that does not exist (the single
+    /// message routes of protocol 1 included).
     PeerOp { op: String },
+    /// 409: the right token, a well-formed batch of another cluster or
+    /// membership epoch.
+    OtherCluster { body: Vec<u8> },
 }
 
 impl Bad {
@@ -949,6 +1109,7 @@ impl Bad {
             Bad::Route { .. } | Bad::PeerOp { .. } => 404,
             Bad::Method { .. } => 405,
             Bad::TooLarge { .. } | Bad::PeerTooLarge { .. } => 413,
+            Bad::OtherCluster { .. } => 409,
         }
     }
 
@@ -1013,33 +1174,23 @@ impl Bad {
                 headers.extend(auth.iter().map(|a| format!("Authorization: {a}")));
                 plain("POST", &format!("/v1/paxos/{op}"), &headers, body)
             }
-            Bad::PeerBody { op, body } => {
-                plain("POST", &format!("/v1/paxos/{op}"), &[bearer, json], body)
+            Bad::PeerBody { body } | Bad::OtherCluster { body } => {
+                plain("POST", "/v1/paxos/batch", &[bearer, json], body)
             }
             Bad::PeerTooLarge { op, key, len } => {
-                let request = Request::Accept {
-                    ballot: Ballot::new(1, 1),
-                    value: Value {
-                        writer: 1,
-                        bytes: Bytes::from(vec![7u8; *len]),
-                    },
+                let ballot = Ballot::new(1, 1);
+                let value = Value {
+                    writer: 1,
+                    bytes: Bytes::from(vec![7u8; *len]),
                 };
-                let mut message = PeerRequest::new(1, key, request);
-                if *op == "decide" {
-                    message = PeerRequest::new(
-                        1,
-                        key,
-                        Request::Decide {
-                            ballot: Ballot::new(1, 1),
-                            value: Value {
-                                writer: 1,
-                                bytes: Bytes::from(vec![7u8; *len]),
-                            },
-                        },
-                    );
-                }
+                let request = if *op == "decide" {
+                    Request::Decide { ballot, value }
+                } else {
+                    Request::Accept { ballot, value }
+                };
+                let message = batch_of_one(1, &self_envelope(), key, request, Fence::default());
                 let body = serde_json::to_vec(&message).expect("encodes");
-                plain("POST", &format!("/v1/paxos/{op}"), &[bearer, json], &body)
+                plain("POST", "/v1/paxos/batch", &[bearer, json], &body)
             }
             Bad::PeerOp { op } => plain("POST", &format!("/v1/paxos/{op}"), &[bearer, json], b"{}"),
         }
@@ -1085,103 +1236,103 @@ fn invalid_raw_key() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A forged but well-formed peer request body.
-fn forged_body() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
-    (plain_key(), request()).prop_map(|(key, request)| {
-        let op = Op::of(&request).name();
-        let body = serde_json::to_vec(&PeerRequest::new(1, &key, request)).expect("encodes");
-        (op, body)
-    })
+/// The envelope of the one-node cluster the malformed-request property runs
+/// against (set once it serves): a batch must carry its cluster id and
+/// epoch to get past the 409 and reach the checks under test.
+static SELF_ENVELOPE: std::sync::OnceLock<Envelope> = std::sync::OnceLock::new();
+
+fn self_envelope() -> Envelope {
+    SELF_ENVELOPE
+        .get()
+        .cloned()
+        .expect("the node under test set its envelope")
 }
 
-/// A peer request body that must be refused with 400 by a one-node cluster
-/// (member 1) for route `op`.
-fn broken_peer_body() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
-    let ops = || prop::sample::select(vec!["prepare", "accept", "read", "decide"]);
+/// The peer routes of protocol 2.
+const PEER_ROUTES: [&str; 4] = ["batch", "hello", "fence", "scan"];
+
+/// A forged but well-formed peer batch (from member 1), for any peer route.
+fn forged_body() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
+    (
+        plain_key(),
+        request(),
+        prop::sample::select(PEER_ROUTES.to_vec()),
+    )
+        .prop_map(|(key, request, op)| {
+            let batch = batch_of_one(1, &self_envelope(), &key, request, Fence::default());
+            (op, serde_json::to_vec(&batch).expect("encodes"))
+        })
+}
+
+/// A batch body that must be refused with 400 by a one-node cluster
+/// (member 1).
+fn broken_peer_body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         // Not JSON at all.
-        (ops(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(op, mut bytes)| {
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(|mut bytes| {
             bytes.insert(0, b'<');
-            (op, bytes)
+            bytes
         }),
-        // JSON, but not a request.
-        (ops(), wire_json()).prop_filter_map("a valid request", |(op, doc)| {
+        // JSON, but not a batch: anything the decoder takes would be obeyed
+        // (or refused with 409 for its envelope), so only refusals count.
+        wire_json().prop_filter_map("a decodable batch", |doc| {
             let bytes = serde_json::to_vec(&doc).ok()?;
-            let valid = serde_json::from_slice::<PeerRequest>(&bytes)
-                .ok()
-                .filter(|m| m.from == 1 && validate_key(&m.key).is_ok())
-                .and_then(|m| m.into_request(parse_op(op)).ok())
-                .is_some();
-            (!valid).then_some((op, bytes))
+            serde_json::from_slice::<PeerBatch>(&bytes)
+                .is_err()
+                .then_some(bytes)
         }),
-        // A good request broken in one place.
-        (plain_key(), request(), breakage()).prop_map(|(key, request, broken)| {
-            let op = Op::of(&request);
-            let mut doc =
-                serde_json::to_value(PeerRequest::new(1, &key, request)).expect("encodes");
-            let fields = doc.as_object_mut().expect("object");
-            match broken {
-                Break::Drop(name) => {
-                    fields.remove(name);
-                }
-                Break::DropOpField => match op {
-                    Op::Prepare => {
-                        fields.remove("ballot");
-                    }
-                    Op::Accept | Op::Decide => {
-                        fields.remove("writer");
-                    }
-                    Op::Read => {
-                        fields.insert("from".into(), json!(0));
-                    }
-                },
-                Break::Version(v) => {
-                    fields.insert("version".into(), json!(v));
-                }
-                Break::Unknown => {
-                    fields.insert("leader".into(), json!(1));
-                }
-                Break::NotBase64 => {
-                    fields.insert("value".into(), json!("*"));
-                }
-                Break::Round(round) if op != Op::Read => {
-                    fields.insert("ballot".into(), json!({"round": round, "node": 1}));
-                }
-                Break::Round(_) => {
-                    fields.insert("version".into(), json!(0));
-                }
+        // A good batch broken in one place.
+        (plain_key(), request(), breakage(), any::<usize>()).prop_map(
+            |(key, request, broken, pick)| {
+                let op = Op::of(&request);
+                let fence = fence_for(&request, BTreeMap::from([(1, 1)]));
+                let batch = batch_of_one(1, &self_envelope(), &key, request, fence);
+                let mut doc = serde_json::to_value(batch).expect("encodes");
+                apply_break(&mut doc, op, &broken, pick);
+                serde_json::to_vec(&doc).expect("JSON")
             }
-            (op.name(), serde_json::to_vec(&doc).expect("JSON"))
-        }),
-        // Well-formed, but from a stranger or about a bad key.
+        ),
+        // Well-formed, but from a stranger, about a bad key, or too many.
         (
             request(),
             prop_oneof![Just(0u32), 2u32..],
-            invalid_raw_key()
+            invalid_raw_key(),
+            0..3u8,
         )
-            .prop_map(|(request, stranger, raw)| {
-                let op = Op::of(&request).name();
-                let mut message = PeerRequest::new(1, "k", request);
-                if stranger % 2 == 0 {
-                    message.from = stranger;
-                } else {
+            .prop_map(|(request, stranger, raw, how)| {
+                let mut batch = batch_of_one(1, &self_envelope(), "k", request, Fence::default());
+                match how {
+                    0 => batch.from = stranger,
                     // The key travels decoded in JSON: use the decoded form
                     // when it is UTF-8, else a control character.
-                    message.key = String::from_utf8(percent_decode(&raw))
-                        .unwrap_or_else(|_| "a\u{7}b".to_owned());
+                    1 => {
+                        batch.messages[0].key = String::from_utf8(percent_decode(&raw))
+                            .unwrap_or_else(|_| "a\u{7}b".to_owned())
+                    }
+                    _ => {
+                        let one = batch.messages[0].clone();
+                        batch.messages = vec![one; MAX_BATCH_MESSAGES + 1];
+                    }
                 }
-                (op, serde_json::to_vec(&message).expect("encodes"))
+                serde_json::to_vec(&batch).expect("encodes")
             }),
     ]
 }
 
-fn parse_op(name: &str) -> Op {
-    match name {
-        "prepare" => Op::Prepare,
-        "accept" => Op::Accept,
-        "read" => Op::Read,
-        _ => Op::Decide,
-    }
+/// A well-formed batch whose envelope names another cluster or epoch.
+fn other_cluster_body() -> impl Strategy<Value = Vec<u8>> {
+    (plain_key(), request(), any::<bool>(), 1u64..1000).prop_map(
+        |(key, request, other_cluster, bump)| {
+            let mut envelope = self_envelope();
+            if other_cluster {
+                envelope.cluster = format!("not-{}", envelope.cluster);
+            } else {
+                envelope.epoch += bump;
+            }
+            let batch = batch_of_one(1, &envelope, &key, request, Fence::default());
+            serde_json::to_vec(&batch).expect("encodes")
+        },
+    )
 }
 
 fn bad_request() -> impl Strategy<Value = Bad> {
@@ -1202,11 +1353,11 @@ fn bad_request() -> impl Strategy<Value = Bad> {
             ),
             (
                 prop::sample::select(vec!["PUT", "POST", "DELETE", "PATCH"]),
-                prop::sample::select(vec!["/health".to_owned(), "/v1/status".to_owned(), "/metrics".to_owned()]),
+                prop::sample::select(vec!["/health".to_owned(), "/ready".to_owned(), "/v1/status".to_owned(), "/metrics".to_owned()]),
             ),
             (
                 prop::sample::select(vec!["GET", "PUT", "DELETE"]),
-                prop::sample::select(vec!["prepare", "accept", "read", "decide", "x"])
+                prop::sample::select(vec!["batch", "hello", "prepare", "accept", "x"])
                     .prop_map(|op| format!("/v1/paxos/{op}")),
             ),
         ]
@@ -1215,7 +1366,7 @@ fn bad_request() -> impl Strategy<Value = Bad> {
             prop::sample::select(vec!["GET", "PUT", "POST"]),
             prop::sample::select(vec![
                 "/", "/v2/kv/x", "/v1/kvx", "/v1/kv2/", "/healthz", "/health/", "/metrics/",
-                "/v1/status/", "/v1/statusx", "/v1/paxos", "/v1/paxos/prepare/",
+                "/v1/status/", "/v1/statusx", "/v1/paxos", "/v1/paxos/batch/", "/readyz",
                 "/kv/", "/v1//kv/x",
             ]),
             suffix,
@@ -1242,18 +1393,20 @@ fn bad_request() -> impl Strategy<Value = Bad> {
                 };
                 Bad::Forged { op, auth, body: if use_junk { junk } else { body } }
             }),
-        3 => broken_peer_body().prop_map(|(op, body)| Bad::PeerBody { op, body }),
+        3 => broken_peer_body().prop_map(|body| Bad::PeerBody { body }),
         1 => (
             prop::sample::select(vec!["accept", "decide"]),
             plain_key(),
             SMALL_LIMIT + 1..SMALL_LIMIT * 2,
         )
             .prop_map(|(op, key, len)| Bad::PeerTooLarge { op, key, len }),
-        1 => "[a-z]{1,10}"
-            .prop_filter("an existing operation", |op| {
-                !["prepare", "accept", "read", "decide"].contains(&op.as_str())
-            })
+        1 => prop_oneof![
+            prop::sample::select(vec!["prepare", "accept", "read", "decide"]).prop_map(str::to_owned),
+            "[a-z]{1,10}",
+        ]
+            .prop_filter("an existing operation", |op| !PEER_ROUTES.contains(&op.as_str()))
             .prop_map(|op| Bad::PeerOp { op }),
+        1 => other_cluster_body().prop_map(|body| Bad::OtherCluster { body }),
     ]
 }
 
@@ -1273,6 +1426,14 @@ fn malformed_requests_get_json_errors_and_store_nothing() {
     };
     let cluster = rt.block_on(Cluster::start(setup, root.path()));
     let node = cluster.node(1);
+    let identity = node.node.identity();
+    SELF_ENVELOPE
+        .set(Envelope {
+            cluster: identity.cluster,
+            epoch: identity.epoch,
+            incarnation: identity.incarnation,
+        })
+        .expect("set once");
     let syncs_at_start = node.node.storage().sync_count();
     let client = http();
     check(
@@ -1408,18 +1569,33 @@ fn wrong_credentials() -> Vec<Option<String>> {
     ]
 }
 
-/// Sends a peer request to `to` with `auth` as the Authorization header.
+/// The envelope node `node` sends under: its cluster, epoch, incarnation.
+fn envelope_of(node: &TestNode) -> Envelope {
+    let identity = node.node.identity();
+    Envelope {
+        cluster: identity.cluster,
+        epoch: identity.epoch,
+        incarnation: identity.incarnation,
+    }
+}
+
+/// Sends a batch of one request, from node 2 under `envelope`, to `to` with
+/// `auth` as the Authorization header.
 async fn send_peer(
     client: &reqwest::Client,
     to: &TestNode,
     auth: Option<&str>,
+    envelope: &Envelope,
     key: &str,
     request: Request<Value>,
 ) -> reqwest::Response {
-    let op = Op::of(&request).name();
-    let mut builder = client
-        .post(to.url(&format!("/v1/paxos/{op}")))
-        .json(&PeerRequest::new(2, key, request));
+    let mut builder = client.post(to.url("/v1/paxos/batch")).json(&batch_of_one(
+        2,
+        envelope,
+        key,
+        request,
+        Fence::default(),
+    ));
     if let Some(auth) = auth {
         builder = builder.header("authorization", auth);
     }
@@ -1427,8 +1603,10 @@ async fn send_peer(
 }
 
 /// API.md "Peer protocol": with a cluster token, every peer route refuses a
-/// request without exactly `Authorization: Bearer <token>` with 401 JSON, and
-/// the acceptor state is unchanged: forged prepares, accepts and decides
+/// request without exactly `Authorization: Bearer <token>` with 401 JSON;
+/// with the token, a batch of another cluster or membership epoch is 409
+/// and the single-message routes of protocol 1 are 404; and the acceptor
+/// state is unchanged: forged prepares, accepts and decides
 /// (which could otherwise break agreement) leave every node empty, a later
 /// GET on every node is 404, and a real PUT still succeeds. The control at
 /// the end shows the check can fail: the same forged decide *with* the token
@@ -1471,7 +1649,16 @@ async fn forged_peer_messages_are_refused_and_change_nothing() {
     for to in &cluster.nodes {
         for auth in wrong_credentials() {
             for request in &forged {
-                let response = send_peer(&client, to, auth.as_deref(), key, request.clone()).await;
+                let envelope = envelope_of(to);
+                let response = send_peer(
+                    &client,
+                    to,
+                    auth.as_deref(),
+                    &envelope,
+                    key,
+                    request.clone(),
+                )
+                .await;
                 assert_eq!(response.status().as_u16(), 401, "{auth:?} {request:?}");
                 assert_eq!(
                     response
@@ -1491,6 +1678,47 @@ async fn forged_peer_messages_are_refused_and_change_nothing() {
                 };
                 json_error(&raw).expect("JSON error");
             }
+        }
+        // With the token: a batch of another cluster, or of another
+        // membership epoch, is refused whole (409, DESIGN.md invariant 10).
+        let bearer = format!("Bearer {TOKEN}");
+        let mine = envelope_of(to);
+        let strangers = [
+            Envelope {
+                cluster: format!("{}-other", mine.cluster),
+                ..mine.clone()
+            },
+            Envelope {
+                cluster: "another-cluster".into(),
+                ..mine.clone()
+            },
+            Envelope {
+                epoch: mine.epoch + 1,
+                ..mine.clone()
+            },
+        ];
+        for stranger in &strangers {
+            for request in &forged {
+                let response =
+                    send_peer(&client, to, Some(&bearer), stranger, key, request.clone()).await;
+                let raw = to_raw(response).await;
+                assert_eq!(raw.status, 409, "{stranger:?} {request:?}: {raw:?}");
+            }
+        }
+        // The single-message routes of protocol 1 are gone.
+        for op in ["prepare", "accept", "read", "decide"] {
+            let body = serde_json::json!({"version": 1, "from": 2, "key": key,
+                "ballot": {"round": MAX_ROUND, "node": 2}, "value": "ZXZpbA==", "writer": 666});
+            let response = client
+                .post(to.url(&format!("/v1/paxos/{op}")))
+                .header("authorization", &bearer)
+                .json(&body)
+                .send()
+                .await
+                .expect("answers");
+            let raw = to_raw(response).await;
+            assert_eq!(raw.status, 404, "/v1/paxos/{op}: {raw:?}");
+            json_error(&raw).expect("JSON error");
         }
     }
     for (node, synced) in cluster.nodes.iter().zip(&syncs) {
@@ -1533,6 +1761,7 @@ async fn forged_peer_messages_are_refused_and_change_nothing() {
         &client,
         cluster.node(3),
         Some(&bearer),
+        &envelope_of(cluster.node(2)),
         control,
         Request::Decide {
             ballot: huge,
@@ -2040,14 +2269,131 @@ async fn to_raw(response: reqwest::Response) -> RawResponse {
     }
 }
 
-/// Storage failure, one node (API.md guarantee 3, DESIGN.md invariant 1):
-/// with its disk full, a node answers 5xx with a JSON error, never a false
-/// success; no answer given while the disk was failing is undone later (a
-/// 200 GET of a vote that was never on disk would be); once the disk is
-/// fixed the node serves again by itself (it reopens its database from the
-/// disk), and everything it answered survives a restart too. While the disk
-/// fails the node refuses everything (sled keeps refusing writes after an
-/// IO error, and its memory may be ahead of the disk).
+/// `GET path` on `node`: status and JSON body.
+async fn json_of(
+    client: &reqwest::Client,
+    node: &TestNode,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let response = client.get(node.url(path)).send().await.expect("answered");
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("body");
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path} on node {}: not JSON ({e}): {body:?}", node.id));
+    (status, json)
+}
+
+/// Waits until node `node`'s `/v1/status` satisfies `ready` (given its
+/// "state" and "reason"), and returns that status.
+async fn status_until(
+    client: &reqwest::Client,
+    node: &TestNode,
+    what: &str,
+    ready: impl Fn(&str, &str) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status) = json_of(client, node, "/v1/status").await;
+        let state = status["state"].as_str().unwrap_or_default();
+        let reason = status["reason"].as_str().unwrap_or_default();
+        if ready(state, reason) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}: {what} within 60 s; last status {status}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The reason a node gives while its disk failed (and it rebuilds).
+const DISK: &[&str] = &["disk"];
+
+/// The reason a one-node cluster gives once it set its failed database
+/// aside: it lost its data and has nobody to rebuild from.
+const NOBODY: &[&str] = &["disk", "no majority of other members"];
+
+/// Asserts that node `node` does not serve: `/ready` is 503 with a JSON
+/// reason that mentions one of `why`, and a PUT and a GET are 503.
+async fn refuses_with_reason(
+    client: &reqwest::Client,
+    node: &TestNode,
+    promises: &mut Promises,
+    why: &[&str],
+) {
+    let (status, body) = json_of(client, node, "/ready").await;
+    assert_eq!(status, 503, "node {} /ready: {body}", node.id);
+    let reason = body["error"].as_str().unwrap_or_default();
+    assert!(
+        why.iter().any(|w| reason.contains(w)),
+        "the reason names one of {why:?}: {body}"
+    );
+    assert_eq!(
+        promises.put(client, node, "refused/put", b"no").await,
+        503,
+        "PUT on a node that does not serve"
+    );
+    assert_eq!(
+        promises.get(client, node, "before/0").await,
+        503,
+        "GET on a node that does not serve"
+    );
+}
+
+/// The `failed-*` folders in `dir`, where a failed database is set aside.
+fn set_aside(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("failed-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fills the disk under node 1 and writes through it (and reads back)
+/// until a write failed; every answer is recorded in `promises`, and each
+/// must be a success or a 5xx with a JSON error, never a false success.
+async fn fill_and_fail(
+    client: &reqwest::Client,
+    cluster: &Cluster,
+    disk: &Tmpfs,
+    promises: &mut Promises,
+) {
+    disk.fill();
+    let big = vec![b'f'; 64 * 1024];
+    for i in 0..8 {
+        let key = format!("full/{i}");
+        promises.put(client, cluster.node(1), &key, &big).await;
+        // In a cluster, the healthy majority serves everything.
+        if cluster.nodes.len() > 1 {
+            let via = cluster.node(2 + (i % 2) as u32);
+            let other = format!("healthy/{i}");
+            assert_eq!(promises.put(client, via, &other, &big).await, 201);
+        }
+        for node in &cluster.nodes {
+            promises.get(client, node, &key).await;
+        }
+    }
+    let storage_errors = cluster.node(1).node.metrics().storage_errors.load(Relaxed);
+    assert!(storage_errors > 0, "the full disk never made a write fail");
+}
+
+/// Storage failure, one node (API.md guarantee 3, DESIGN.md invariants 1
+/// and 9): with its disk full, a node answers 5xx with a JSON error, never
+/// a false success. Storage is fail-stop: after the failed write the node
+/// never uses that database again (its memory may be ahead of its disk, and
+/// after a failed fsync pages can read back as durable and vanish later), so
+/// it stops serving: `/ready` is 503 with a reason that names the disk, and
+/// even keys it stored before are 503. A one-node cluster has nobody to
+/// rebuild from, so once the disk is freed it sets the failed database
+/// aside (`failed-*`, kept for the operator to restore from) and stays
+/// unavailable, also across a restart: it never serves the fresh, blank
+/// database, where an acknowledged value would read as 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_gives_5xx_and_no_answer_is_undone() {
     let test = "a_full_disk_gives_5xx_and_no_answer_is_undone";
@@ -2072,64 +2418,54 @@ async fn a_full_disk_gives_5xx_and_no_answer_is_undone() {
             .await;
         assert_eq!(status, 201, "with a disk that has room");
     }
-    disk.fill();
-    let big = vec![b'f'; 64 * 1024];
-    let mut failures = 0;
-    for i in 0..8 {
-        let key = format!("full/{i}");
-        if promises.put(&client, cluster.node(1), &key, &big).await >= 500 {
-            failures += 1;
-        }
-        promises.get(&client, cluster.node(1), &key).await;
-    }
-    assert!(failures > 0, "the full disk never made a write fail");
-    // The node refuses even what it had stored before: its memory may be
-    // ahead of its disk.
-    assert!(promises.get(&client, cluster.node(1), "before/0").await >= 500);
-    // The disk recovers; the node reopens its database and serves again,
-    // without a restart (5xx meanwhile).
+    fill_and_fail(&client, &cluster, &disk, &mut promises).await;
+    status_until(&client, cluster.node(1), "stops serving", |state, _| {
+        state != "serving"
+    })
+    .await;
+    refuses_with_reason(&client, cluster.node(1), &mut promises, NOBODY).await;
+
+    // The disk recovers: the failed database is set aside, a fresh one is
+    // opened, and the node waits for a majority of other members it does
+    // not have.
     disk.free(None);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = promises
-            .put(&client, cluster.node(1), "after/0", b"a")
-            .await;
-        if status == 201 {
-            break;
-        }
-        assert!(status >= 500, "after/0: {status}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not recover within 60 s of the disk"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    promises.all_kept(&client, cluster.node(1)).await;
-    for i in 0..8 {
-        promises
-            .get(&client, cluster.node(1), &format!("full/{i}"))
-            .await;
-    }
-    cluster.nodes[0]
-        .stop()
-        .await
-        .expect("a recovered store flushes cleanly");
-    cluster.restart(1).await;
-    promises.all_kept(&client, cluster.node(1)).await;
-    assert_eq!(
-        promises
-            .put(&client, cluster.node(1), "after/1", b"a")
-            .await,
-        201
-    );
+    let dir = cluster.node(1).dir.clone();
+    let status = status_until(
+        &client,
+        cluster.node(1),
+        "sets its database aside and says it cannot rebuild",
+        |state, reason| state == "recovering" && reason.contains("no majority of other members"),
+    )
+    .await;
+    assert_eq!(set_aside(&dir).len(), 1, "{status}: {:?}", set_aside(&dir));
+    refuses_with_reason(&client, cluster.node(1), &mut promises, NOBODY).await;
+
+    // A restart does not make the blank database serve.
+    cluster.nodes[0].stop().await.expect("stops");
+    cluster.restart_unready(1).await;
+    status_until(
+        &client,
+        cluster.node(1),
+        "resumes the rebuild",
+        |state, reason| state == "recovering" && reason.contains("no majority of other members"),
+    )
+    .await;
+    refuses_with_reason(&client, cluster.node(1), &mut promises, NOBODY).await;
+    assert_eq!(set_aside(&dir).len(), 1, "the failed database is kept");
     cluster.stop().await;
 }
 
-/// Storage failure in a cluster (API.md guarantees 3 and 5): when one of
-/// three nodes has a full disk, that node answers only 5xx with a JSON error
-/// or a success the healthy majority made durable, while the other two keep
-/// serving every request; after its disk is fixed and it restarts, it serves
-/// again and every answer given is kept, on every node.
+/// Storage failure in a cluster (API.md guarantees 3 and 5, DESIGN.md
+/// invariants 8 and 9): when node 1 of three has a full disk, it answers
+/// only 5xx with a JSON error or a success the healthy majority made
+/// durable, and then stops serving (`/ready` 503, the reason names the
+/// disk), while the other two keep serving every request. Once its disk is
+/// freed it sets the failed database aside (`failed-*`) and rebuilds by
+/// itself from the other two, without a restart; while one of them is down
+/// it cannot (it needs a majority of the *other* members) and waits. After
+/// the rebuild the set-aside files are deleted, node 1 holds every value
+/// answered before in its own store, every node returns them, and so does
+/// node 1 after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_full_disk_leaves_the_cluster_available_and_consistent() {
     let test = "one_full_disk_leaves_the_cluster_available_and_consistent";
@@ -2160,28 +2496,59 @@ async fn one_full_disk_leaves_the_cluster_available_and_consistent() {
             .await;
         assert_eq!(status, 201);
     }
-    disk.fill();
-    let big = vec![b'f'; 64 * 1024];
-    for i in 0..6 {
-        let key = format!("full/{i}");
-        promises.put(&client, cluster.node(1), &key, &big).await;
-        // The healthy majority serves everything.
-        let via = cluster.node(2 + (i % 2) as u32);
-        let other = format!("healthy/{i}");
-        assert_eq!(promises.put(&client, via, &other, &big).await, 201);
-        for id in 1..=3 {
-            promises.get(&client, cluster.node(id), &key).await;
-            promises.get(&client, cluster.node(id), &other).await;
-        }
+    fill_and_fail(&client, &cluster, &disk, &mut promises).await;
+    status_until(&client, cluster.node(1), "stops serving", |state, _| {
+        state != "serving"
+    })
+    .await;
+    refuses_with_reason(&client, cluster.node(1), &mut promises, DISK).await;
+    for id in 2..=3 {
+        assert_eq!(
+            promises
+                .put(&client, cluster.node(id), &format!("failed/{id}"), b"ok")
+                .await,
+            201,
+            "node {id} serves while node 1 has failed"
+        );
     }
-    let storage_errors = cluster.node(1).node.metrics().storage_errors.load(Relaxed);
-    assert!(storage_errors > 0, "the full disk never made a write fail");
+
+    // With node 3 down, node 1 cannot rebuild (one other member serves):
+    // it sets the failed database aside and waits.
+    cluster.nodes[2].stop().await.expect("node 3 stops");
     disk.free(None);
-    let _ = cluster.nodes[0].stop().await;
-    cluster.restart(1).await;
+    let dir = cluster.node(1).dir.clone();
+    let status = status_until(
+        &client,
+        cluster.node(1),
+        "sets its database aside and waits for a majority of the others",
+        |state, _| state == "recovering" && !set_aside(&dir).is_empty(),
+    )
+    .await;
+    assert_eq!(set_aside(&dir).len(), 1, "{status}");
+    let (ready, body) = json_of(&client, cluster.node(1), "/ready").await;
+    assert_eq!(ready, 503, "node 1 while it cannot rebuild: {body}");
+
+    // Node 3 is back: node 1 rebuilds from nodes 2 and 3 by itself.
+    cluster.restart(3).await;
+    cluster.serving(1).await;
+    assert!(
+        set_aside(&dir).is_empty(),
+        "the failed database is deleted after the rebuild: {:?}",
+        set_aside(&dir)
+    );
+    for (key, value) in &promises.0 {
+        let state = cluster.node(1).node.storage().load(key).expect("load");
+        let vote = state
+            .accepted
+            .unwrap_or_else(|| panic!("node 1 rebuilt no vote for {key}"));
+        assert_eq!(&vote.value.bytes[..], &value[..], "node 1's vote for {key}");
+    }
     for id in 1..=3 {
         promises.all_kept(&client, cluster.node(id)).await;
     }
+    cluster.nodes[0].stop().await.expect("node 1 stops");
+    cluster.restart(1).await;
+    promises.all_kept(&client, cluster.node(1)).await;
     assert_eq!(
         promises
             .put(&client, cluster.node(1), "after/restart", b"a")
@@ -2251,7 +2618,9 @@ async fn failing_writes_never_claim_durability() {
             value: value.clone(),
         },
     ] {
-        let result = node1.handle_acceptor("direct", request.clone()).await;
+        let result = node1
+            .handle_acceptor("direct", request.clone(), Fence::default())
+            .await;
         assert!(
             result.is_err(),
             "{request:?} answered {result:?} on a failing disk"
@@ -2447,11 +2816,11 @@ fn serve(addr: SocketAddr, dir: &Path) -> Serve {
 
 async fn healthy(addr: SocketAddr) {
     let client = http();
-    eventually("the node answers /health", SLACK, || {
+    eventually("the node serves (/ready)", SLACK, || {
         let client = client.clone();
         async move {
             let r = client
-                .get(format!("http://{addr}/health"))
+                .get(format!("http://{addr}/ready"))
                 .send()
                 .await
                 .ok()?;

@@ -219,11 +219,12 @@ async fn peer(c: &Cluster, id: u32, op: &str, token: Option<&str>, body: Vec<u8>
     send(request).await
 }
 
-/// A well-formed peer message (protocol version 1, src/transport/wire.rs).
-fn peer_message(from: u32, key: &str, round: u64, vote: Option<(&[u8], u64)>) -> Json {
+/// A well-formed acceptor message of a batch (protocol version 2,
+/// src/transport/wire.rs): operation `op` on `key` in ballot (`round`,
+/// `from`), with a value and its writer when `vote` is given.
+fn peer_message(op: &str, from: u32, key: &str, round: u64, vote: Option<(&[u8], u64)>) -> Json {
     let mut m = json!({
-        "version": 1,
-        "from": from,
+        "op": op,
         "key": key,
         "ballot": { "round": round, "node": from },
     });
@@ -234,41 +235,37 @@ fn peer_message(from: u32, key: &str, round: u64, vote: Option<(&[u8], u64)>) ->
     m
 }
 
+/// Sends `message` to node `on` as a batch of one from member `from`, with
+/// the token; the batch must be answered 200 and the acceptor's reply is
+/// returned.
+async fn one(c: &Cluster, on: u32, from: u32, message: Json) -> Json {
+    let body = c.batch_to(on, from, vec![message]).await;
+    let a = peer(c, on, "batch", c.token(), body.to_string().into()).await;
+    assert_eq!(a.status, 200, "batch: {}", a.text());
+    let reply = a.json()["replies"][0].clone();
+    assert!(reply["ok"].is_object(), "the acceptor answered: {reply}");
+    reply["ok"].clone()
+}
+
 /// Plants a vote for `value` in ballot (`round`, `from`) on node `on` only,
 /// through the peer API: prepare, then accept.
 async fn plant_vote(c: &Cluster, on: u32, from: u32, key: &str, round: u64, value: &[u8]) {
-    let token = c.token();
-    let promise = peer(
+    let promise = one(c, on, from, peer_message("prepare", from, key, round, None)).await;
+    assert_eq!(promise["type"], "promise", "{promise}");
+    assert_eq!(promise["accepted"], Json::Null, "{promise}");
+    let accepted = one(
         c,
         on,
-        "prepare",
-        token,
-        peer_message(from, key, round, None).to_string().into(),
+        from,
+        peer_message("accept", from, key, round, Some((value, 7))),
     )
     .await;
-    assert_eq!(promise.status, 200, "prepare: {}", promise.text());
-    assert_eq!(promise.json()["type"], "promise", "{}", promise.text());
-    assert_eq!(promise.json()["accepted"], Json::Null, "{}", promise.text());
-    let accepted = peer(
-        c,
-        on,
-        "accept",
-        token,
-        peer_message(from, key, round, Some((value, 7)))
-            .to_string()
-            .into(),
-    )
-    .await;
-    assert_eq!(accepted.status, 200, "accept: {}", accepted.text());
-    assert_eq!(accepted.json()["type"], "accepted", "{}", accepted.text());
+    assert_eq!(accepted["type"], "accepted", "{accepted}");
 }
 
-/// The vote node `id` holds for `key`, as its peer read route reports it.
+/// The vote node `id` holds for `key`, as its peer read reports it.
 async fn vote_on(c: &Cluster, id: u32, key: &str) -> Json {
-    let body = json!({ "version": 1, "from": 1, "key": key });
-    let a = peer(c, id, "read", c.token(), body.to_string().into()).await;
-    assert_eq!(a.status, 200, "read: {}", a.text());
-    a.json()
+    one(c, id, 1, json!({ "op": "read", "key": key })).await
 }
 
 /// A deterministic pseudo-random byte string (xorshift64 from `seed`).
@@ -763,17 +760,21 @@ async fn equal_values_in_different_ballots_still_need_recovery() {
 }
 
 /// API.md "Peer protocol": every peer route needs the cluster token. A forged
-/// accept sent to EVERY node (so that, were it taken, a majority would hold
-/// it and a GET would return it) without the token or with a wrong one is
-/// 401 and changes nothing; a malformed body, an unknown protocol version
-/// (DESIGN.md invariant 7) and a `from` that is not a member are 400 and
-/// change nothing either. A later GET is still 404 and every vote is empty.
+/// accept batch sent to EVERY node (so that, were it taken, a majority would
+/// hold it and a GET would return it) without the token or with a wrong one
+/// is 401 and changes nothing; with the token, a malformed body, an unknown
+/// protocol version (DESIGN.md invariant 7), a `from` that is not a member,
+/// an unknown field and an accept without a value are 400, a batch of
+/// another cluster or membership epoch is 409 (invariant 10), and the
+/// single-message routes of protocol 1 are 404: all change nothing. A later
+/// GET is still 404 and every vote is empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_routes_refuse_unauthenticated_and_malformed_messages() {
     let c = Cluster::start(Options::default()).await;
-    let forged = peer_message(3, "target", 99, Some((b"forged", 1)));
+    let forged_message = peer_message("accept", 3, "target", 99, Some((b"forged", 1)));
     for id in c.ids() {
-        for op in ["prepare", "accept", "decide", "read"] {
+        let forged = c.batch_to(id, 3, vec![forged_message.clone()]).await;
+        for op in ["batch", "hello", "fence", "scan", "prepare", "accept"] {
             let body = forged.to_string().into_bytes();
             let a = peer(&c, id, op, None, body.clone()).await;
             assert_json_error(&a, 401, &format!("{op} without a token"));
@@ -790,28 +791,52 @@ async fn peer_routes_refuse_unauthenticated_and_malformed_messages() {
             assert_json_error(&a, 401, &format!("{op}: token without Bearer"));
         }
         let token = c.token();
-        let a = peer(&c, id, "accept", token, b"{not json".to_vec()).await;
+        let batch = |doc: &Json| doc.to_string().into_bytes();
+        let a = peer(&c, id, "batch", token, b"{not json".to_vec()).await;
         assert_json_error(&a, 400, "malformed JSON");
-        let a = peer(&c, id, "accept", token, b"".to_vec()).await;
+        let a = peer(&c, id, "batch", token, b"".to_vec()).await;
         assert_json_error(&a, 400, "empty body");
-        let mut v2 = forged.clone();
-        v2["version"] = json!(2);
-        let a = peer(&c, id, "accept", token, v2.to_string().into()).await;
-        assert_json_error(&a, 400, "protocol version 2");
+        let mut v1 = forged.clone();
+        v1["version"] = json!(1);
+        let a = peer(&c, id, "batch", token, batch(&v1)).await;
+        assert_json_error(&a, 400, "protocol version 1");
         assert!(a.text().contains("version"), "says why: {}", a.text());
         let mut stranger = forged.clone();
         stranger["from"] = json!(99);
-        let a = peer(&c, id, "accept", token, stranger.to_string().into()).await;
+        let a = peer(&c, id, "batch", token, batch(&stranger)).await;
         assert_json_error(&a, 400, "non-member from");
         let mut unknown_field = forged.clone();
+        unknown_field["messages"][0]["extra"] = json!(true);
+        let a = peer(&c, id, "batch", token, batch(&unknown_field)).await;
+        assert_json_error(&a, 400, "unknown field in a message");
+        let mut unknown_field = forged.clone();
         unknown_field["extra"] = json!(true);
-        let a = peer(&c, id, "accept", token, unknown_field.to_string().into()).await;
-        assert_json_error(&a, 400, "unknown field");
+        let a = peer(&c, id, "batch", token, batch(&unknown_field)).await;
+        assert_json_error(&a, 400, "unknown field in the batch");
         let mut no_value = forged.clone();
-        no_value.as_object_mut().expect("object").remove("value");
-        let a = peer(&c, id, "accept", token, no_value.to_string().into()).await;
+        no_value["messages"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("value");
+        let a = peer(&c, id, "batch", token, batch(&no_value)).await;
         assert_json_error(&a, 400, "accept without a value");
-        let a = peer(&c, id, "bogus", token, forged.to_string().into()).await;
+        let mut other_cluster = forged.clone();
+        other_cluster["cluster"] = json!("another-cluster");
+        let a = peer(&c, id, "batch", token, batch(&other_cluster)).await;
+        assert_eq!(a.status, 409, "another cluster: {}", a.text());
+        assert!(a.text().contains("cluster"), "says why: {}", a.text());
+        let mut other_epoch = forged.clone();
+        other_epoch["epoch"] = json!(forged["epoch"].as_u64().expect("epoch") + 1);
+        let a = peer(&c, id, "batch", token, batch(&other_epoch)).await;
+        assert_eq!(a.status, 409, "another epoch: {}", a.text());
+        assert!(a.text().contains("epoch"), "says why: {}", a.text());
+        for op in ["prepare", "accept", "decide", "read"] {
+            let single = json!({ "version": 1, "from": 3, "key": "target",
+                "ballot": { "round": 99, "node": 3 }, "value": STANDARD.encode("forged"), "writer": 1 });
+            let a = peer(&c, id, op, token, single.to_string().into()).await;
+            assert_json_error(&a, 404, &format!("the protocol 1 route /v1/paxos/{op}"));
+        }
+        let a = peer(&c, id, "bogus", token, batch(&forged)).await;
         assert_json_error(&a, 404, "unknown peer route");
     }
     for id in c.ids() {
@@ -826,7 +851,7 @@ async fn peer_routes_refuse_unauthenticated_and_malformed_messages() {
 }
 
 /// The batch route nodes use between themselves (src/transport/wire.rs):
-/// one reply per message in order; the same refusals as the single routes;
+/// one reply per message in order; the same refusals as any peer message;
 /// and a batch with one bad message changes nothing at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_batches_answer_in_order_and_bad_batches_change_nothing() {
@@ -843,14 +868,16 @@ async fn peer_batches_answer_in_order_and_bad_batches_change_nothing() {
         }
         m
     };
-    let batch = |messages: Vec<Json>| {
-        json!({ "version": 1, "from": 2, "messages": messages })
-            .to_string()
-            .into_bytes()
+    let template = c.batch_to(1, 2, Vec::new()).await;
+    let batch_doc = |messages: Vec<Json>| {
+        let mut doc = template.clone();
+        doc["messages"] = Json::Array(messages);
+        doc
     };
+    let batch = |messages: Vec<Json>| batch_doc(messages).to_string().into_bytes();
 
     // Refused whole: no token, a wrong one, one malformed message among good
-    // ones, too many messages, another protocol version.
+    // ones, too many messages, another protocol version, another cluster.
     let good = || {
         vec![
             message("prepare", "b/one", 5, None),
@@ -869,28 +896,47 @@ async fn peer_batches_answer_in_order_and_bad_batches_change_nothing() {
     bad.push(message("prepare", "bad\u{1}key", 5, None));
     let a = peer(&c, 1, "batch", token, batch(bad)).await;
     assert_json_error(&a, 400, "a batch with a control character in a key");
+    let mut bad = good();
+    let mut fenced_prepare = message("prepare", "b/five", 5, None);
+    fenced_prepare["fence"] = json!({ "1": 1 });
+    bad.push(fenced_prepare);
+    let a = peer(&c, 1, "batch", token, batch(bad)).await;
+    assert_json_error(&a, 400, "a batch with a fence on a prepare");
     let many: Vec<Json> = (0..257)
         .map(|i| message("read", &format!("b/{i}"), 0, None))
         .collect();
     let a = peer(&c, 1, "batch", token, batch(many)).await;
     assert_json_error(&a, 400, "257 messages");
-    let mut v2 = json!({ "version": 2, "from": 2, "messages": good() });
-    let a = peer(&c, 1, "batch", token, v2.to_string().into()).await;
-    assert_json_error(&a, 400, "protocol version 2");
-    v2["version"] = json!(1);
-    v2["from"] = json!(99);
-    let a = peer(&c, 1, "batch", token, v2.to_string().into()).await;
+    let mut other = batch_doc(good());
+    other["version"] = json!(3);
+    let a = peer(&c, 1, "batch", token, other.to_string().into()).await;
+    assert_json_error(&a, 400, "protocol version 3");
+    let mut other = batch_doc(good());
+    other["from"] = json!(99);
+    let a = peer(&c, 1, "batch", token, other.to_string().into()).await;
     assert_json_error(&a, 400, "a non-member sender");
+    let mut other = batch_doc(good());
+    other["cluster"] = json!(format!("{}x", template["cluster"].as_str().expect("id")));
+    let a = peer(&c, 1, "batch", token, other.to_string().into()).await;
+    assert_eq!(a.status, 409, "another cluster: {}", a.text());
+    let mut other = batch_doc(good());
+    other["epoch"] = json!(template["epoch"].as_u64().expect("epoch") + 1);
+    let a = peer(&c, 1, "batch", token, other.to_string().into()).await;
+    assert_eq!(a.status, 409, "another epoch: {}", a.text());
     for key in ["b/one", "b/two"] {
         let vote = vote_on(&c, 1, key).await;
         assert_eq!(vote["accepted"], Json::Null, "{key} untouched: {vote}");
     }
+    let probe = one(&c, 1, 2, message("prepare", "b/one", 1, None)).await;
+    assert_eq!(probe["type"], "promise", "b/one promised nothing: {probe}");
 
     // Accepted: replies in order, one per message, each the acceptor's own.
     // (Messages of one batch run concurrently, as separate requests would:
     // the promise that the rejection below needs is made by an earlier batch.)
     let replies = |a: &Answer| {
         assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.json()["version"], json!(2), "{}", a.text());
+        assert_eq!(a.json()["from"], json!(1), "{}", a.text());
         let replies = a.json()["replies"].clone();
         let types: Vec<String> = replies
             .as_array()

@@ -139,7 +139,66 @@ impl Cluster {
                 server: Some(server),
             });
         }
+        for id in cluster.ids() {
+            cluster.wait_ready(id).await;
+        }
         cluster
+    }
+
+    /// Polls `GET /ready` on node `id` until it is 200: the node serves (a
+    /// new cluster forms only once every member answers; a restarted node
+    /// serves at once, a wiped one after its rebuild).
+    pub async fn wait_ready(&self, id: u32) {
+        let url = format!("{}/ready", self.url(id));
+        let client = &self.client;
+        poll(&format!("node {id} serves (/ready)"), || {
+            let url = url.clone();
+            async move {
+                let r = client.get(url).send().await.map_err(|e| e.to_string())?;
+                match r.status().as_u16() {
+                    200 => Ok(()),
+                    s => Err(format!("{s} {}", r.text().await.unwrap_or_default())),
+                }
+            }
+        })
+        .await
+    }
+
+    /// `GET /v1/status` of node `id`, as JSON.
+    pub async fn status(&self, id: u32) -> serde_json::Value {
+        self.client
+            .get(format!("{}/v1/status", self.url(id)))
+            .send()
+            .await
+            .expect("GET /v1/status")
+            .json()
+            .await
+            .expect("status JSON")
+    }
+
+    /// The envelope node `id` sends under, from its `/v1/status`: a batch
+    /// posted to it with these fields belongs to its cluster and epoch.
+    pub async fn envelope(&self, id: u32) -> serde_json::Value {
+        let s = self.status(id).await;
+        assert!(s["cluster"].is_string(), "node {id} has no cluster: {s}");
+        serde_json::json!({
+            "cluster": s["cluster"], "epoch": s["epoch"], "incarnation": s["incarnation"],
+        })
+    }
+
+    /// A batch body (protocol 2) from member `from`, under the cluster id
+    /// and epoch node `to` reports, carrying `messages`.
+    pub async fn batch_to(
+        &self,
+        to: u32,
+        from: u32,
+        messages: Vec<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut body = self.envelope(to).await;
+        body["version"] = serde_json::json!(2);
+        body["from"] = serde_json::json!(from);
+        body["messages"] = serde_json::Value::Array(messages);
+        body
     }
 
     fn config(&self, id: u32, addr: SocketAddr, data_dir: &std::path::Path) -> Config {
@@ -226,7 +285,8 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("node {id} stopped with an error: {e}"));
     }
 
-    /// Restarts node `id` over its data directory on its old port. Polls
+    /// Restarts node `id` over its data directory on its old port, and
+    /// waits until it serves (`/ready`). Polls
     /// (with a deadline) until sled's lock is released by the stopped node's
     /// last background tasks and the port can be bound again.
     pub async fn restart(&mut self, id: u32) {
@@ -250,6 +310,7 @@ impl Cluster {
             .spawn(listener)
             .unwrap_or_else(|e| panic!("spawn node {id}: {e}"));
         self.slot_mut(id).server = Some(server);
+        self.wait_ready(id).await;
     }
 
     /// Stops every node that is up.

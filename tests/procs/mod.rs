@@ -5,7 +5,8 @@
 //!
 //! Every child is killed when its [`NodeProc`] is dropped, so a failing or
 //! panicking test leaves no process behind. Readiness is polled on
-//! `GET /health` with a deadline, never slept for.
+//! `GET /ready` (the node serves) or `GET /health` (the process listens)
+//! with a deadline, never slept for.
 //!
 //! Ports: a node keeps its port across restarts (its peers know it by URL), so
 //! ports are picked below the kernel's ephemeral range
@@ -31,8 +32,8 @@ use std::time::{Duration, Instant};
 /// The cluster token every test cluster uses.
 pub const TOKEN: &str = "procs-test-token";
 
-/// How long a starting node may take to answer `/health` (sled open, on a
-/// loaded 2-core machine).
+/// How long a starting node may take to serve (sled open, cluster
+/// genesis or a restart, on a loaded 2-core machine).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Ports handed out by this test binary, so two nodes never get the same one.
@@ -191,16 +192,28 @@ impl NodeProc {
         self.starts += 1;
     }
 
-    /// Polls `/health` until it answers 200. Fails if the process exits or
-    /// the deadline passes, with the tail of its log.
+    /// Polls `/ready` until it answers 200: the node serves (its cluster
+    /// formed, or it rebuilt). Fails if the process exits or the deadline
+    /// passes, with the tail of its log. A new cluster forms only once every
+    /// member answers, so spawn every node before waiting for any.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
+        self.wait_for("/ready", deadline).await
+    }
+
+    /// Polls `/health` until it answers 200: the process listens, whether or
+    /// not it serves (it may wait for its peers or rebuild).
+    pub async fn wait_up(&mut self, deadline: Duration) -> Result<(), String> {
+        self.wait_for("/health", deadline).await
+    }
+
+    async fn wait_for(&mut self, path: &str, deadline: Duration) -> Result<(), String> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
             .build()
             .expect("client");
         let until = Instant::now() + deadline;
-        let url = format!("{}/health", self.url());
+        let url = format!("{}{path}", self.url());
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -221,7 +234,7 @@ impl NodeProc {
             }
             if Instant::now() >= until {
                 return Err(format!(
-                    "node {} did not answer /health within {deadline:?}; log tail:\n{}",
+                    "node {} did not answer {path} with 200 within {deadline:?}; log tail:\n{}",
                     self.id(),
                     self.log_tail(3000)
                 ));
@@ -516,18 +529,37 @@ pub async fn get(client: &reqwest::Client, base: &str, key: &str) -> Answer {
     }
 }
 
-/// POSTs a peer message to `base`'s `/v1/paxos/{op}` with the cluster
+/// `GET /v1/status` on `base`, as JSON.
+pub async fn status(client: &reqwest::Client, base: &str) -> Result<serde_json::Value, String> {
+    let r = client
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    r.json().await.map_err(|e| e.to_string())
+}
+
+/// The cluster id and membership epoch `base` reports in `/v1/status`
+/// (an error while it has no cluster id yet).
+pub async fn cluster_of(client: &reqwest::Client, base: &str) -> Result<(String, u64), String> {
+    let s = status(client, base).await?;
+    match (s["cluster"].as_str(), s["epoch"].as_u64()) {
+        (Some(cluster), Some(epoch)) => Ok((cluster.to_owned(), epoch)),
+        _ => Err(format!("{base} has no cluster id yet: {s}")),
+    }
+}
+
+/// POSTs `body` (any JSON) to `base`'s `/v1/paxos/batch` with the cluster
 /// token; returns the status and the parsed JSON body.
-pub async fn peer(
+pub async fn post_batch(
     client: &reqwest::Client,
     base: &str,
-    op: &str,
-    body: serde_json::Value,
+    body: &serde_json::Value,
 ) -> Result<(u16, serde_json::Value), String> {
     let r = client
-        .post(format!("{base}/v1/paxos/{op}"))
+        .post(format!("{base}/v1/paxos/batch"))
         .bearer_auth(TOKEN)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -535,6 +567,51 @@ pub async fn peer(
     let text = r.text().await.map_err(|e| e.to_string())?;
     let json = serde_json::from_str(&text).map_err(|e| format!("{status} {text:?}: {e}"))?;
     Ok((status, json))
+}
+
+/// POSTs a batch of acceptor `messages` (`{"op":..,"key":..,"ballot":..}`,
+/// src/transport/wire.rs) from member `from` to `base`, under the cluster
+/// id and epoch `base` reports in `/v1/status` (incarnation 1); returns the
+/// status and the parsed JSON body (`{"replies":[...]}` on 200).
+pub async fn peer_batch(
+    client: &reqwest::Client,
+    base: &str,
+    from: u32,
+    messages: Vec<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
+    let (cluster, epoch) = cluster_of(client, base).await?;
+    let body = serde_json::json!({
+        "version": 2, "from": from, "cluster": cluster, "epoch": epoch,
+        "incarnation": 1, "messages": messages,
+    });
+    post_batch(client, base, &body).await
+}
+
+/// Sends one acceptor message as a batch of one ([`peer_batch`]). `body`
+/// is a single message in the shape of protocol 1 (`from`, `key`, and
+/// `ballot`, `value`, `writer` as the operation needs; `version` is
+/// ignored); `op` is `prepare`, `accept`, `read` or `decide`. Returns the
+/// status and, on 200, the acceptor's reply (`{"type":"promise",..}`), or
+/// `{"error":..}` when the acceptor gave none; otherwise the error body.
+pub async fn peer(
+    client: &reqwest::Client,
+    base: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> Result<(u16, serde_json::Value), String> {
+    let from = body["from"].as_u64().ok_or("the message has no `from`")? as u32;
+    let mut message = serde_json::json!({ "op": op, "key": body["key"] });
+    for field in ["ballot", "value", "writer", "fence"] {
+        if let Some(v) = body.get(field) {
+            message[field] = v.clone();
+        }
+    }
+    let (status, reply) = peer_batch(client, base, from, vec![message]).await?;
+    if status != 200 {
+        return Ok((status, reply));
+    }
+    let one = &reply["replies"][0];
+    Ok((status, one.get("ok").unwrap_or(one).clone()))
 }
 
 /// Prints a value for humans: text if it is short UTF-8, else its length.
