@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::key::{parse_key, validate_key, KeyError};
@@ -130,6 +131,9 @@ impl IntoResponse for ApiError {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
+            ApiError::TooLarge(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
@@ -215,6 +219,7 @@ async fn put_value<S: Storage, T: Transport>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        drain(body).await;
         return Err(ApiError::TooLarge(limit));
     }
     let value = read_body(body, limit, state.body_timeout).await?;
@@ -246,19 +251,59 @@ async fn get_value<S: Storage, T: Transport>(
 }
 
 /// Reads a whole body of at most `limit` bytes within `timeout`; a slow or
-/// oversized body is refused without buffering more than `limit`.
+/// oversized body is refused without buffering more than `limit` (an
+/// oversized one is drained first, see [`drain`]).
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::BadBody(e.to_string())
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::BadBody(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(ApiError::TooLarge(limit));
+                }
+                buf.extend_from_slice(&data);
             }
-        })?;
-    Ok(collected.to_bytes())
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Err(ApiError::TooLarge(limit))) => {
+            drain(body).await;
+            Err(ApiError::TooLarge(limit))
+        }
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(buf.freeze()),
+    }
+}
+
+/// Most bytes of a refused body read and thrown away before the answer.
+const DRAIN_BYTES: usize = 8 << 20;
+
+/// Longest a refused body is drained before the answer.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and discards what is left of a refused body (up to
+/// [`DRAIN_BYTES`] within [`DRAIN_TIME`]) before the 413 goes out and the
+/// connection closes. Closing a socket with unread data makes the kernel
+/// send a reset, which can destroy the answer before the client reads it;
+/// draining a bounded amount, as nginx's lingering close does, lets a client
+/// that sends a little too much see its 413.
+async fn drain(mut body: Body) {
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                drained += data.len();
+                if drained > DRAIN_BYTES {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn raw(status: StatusCode, bytes: Bytes) -> Response {

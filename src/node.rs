@@ -245,7 +245,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// - no identity but data (a directory of an earlier release): serving,
     ///   under a cluster id derived from the membership alone;
     /// - no identity and no data (new, or wiped): joining, until its peers
-    ///   say whether the cluster exists ([`Node::run_lifecycle`] decides).
+    ///   say whether the cluster exists ([`crate::rejoin::run`] decides).
     ///
     /// `urls` is the membership of `--peers`; a stored membership wins over
     /// it (and the difference is logged).
