@@ -905,6 +905,17 @@ impl<S: Storage, T: Transport> Node<S, T> {
         }
     }
 
+    /// Stores the clock's reservation mark again: after a rebuild into a
+    /// fresh database, whose mark would otherwise start at zero while this
+    /// process's clock has used rounds under the old database's mark.
+    pub(crate) async fn persist_clock(&self) -> Result<(), StorageError> {
+        let clock = self.clock.lock().await;
+        self.storage
+            .store_round_mark(clock.reserved())
+            .await
+            .inspect_err(|_| self.storage_failed())
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self
             .timing

@@ -473,7 +473,11 @@ async fn rebuild<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
             }
         }
     }
-    // 4. Serve.
+    // 4. Serve, with the ballot clock durable in this database.
+    if let Err(e) = node.persist_clock().await {
+        tracing::warn!(error = %e, "cannot store the ballot clock; retrying the rebuild");
+        return;
+    }
     let mut identity = node.identity();
     identity.rebuilt = true;
     if let Err(e) = node.save_identity(identity).await {

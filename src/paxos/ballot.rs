@@ -97,6 +97,11 @@ impl BallotClock {
         self.node
     }
 
+    /// The reservation mark: no round above it was handed out.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
     /// The next ballot, with a round above every round handed out before and
     /// above `at_least_above` (the highest round seen from other proposers).
     ///
