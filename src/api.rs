@@ -475,7 +475,7 @@ async fn peer_batch<S: Storage, T: Transport>(
                 .map_err(ApiError::BadPeerMessage)?,
         );
     }
-    let incarnation = node.identity().incarnation;
+    let incarnation = node.incarnation();
     let replies = node
         .handle_acceptor_batch(requests)
         .await

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
-    acceptor, Ballot, BallotClock, Fence, Members, NodeId, Progress, ReadProgress, ReadRound,
-    Reply, Request, Round, Step,
+    acceptor, Ballot, BallotClock, Fence, Incarnation, Members, NodeId, Progress, ReadProgress,
+    ReadRound, Reply, Request, Round, Step,
 };
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
@@ -348,6 +348,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
         self.identity.read().expect("poisoned").clone()
     }
 
+    /// This node's incarnation (what its promises are made in).
+    pub fn incarnation(&self) -> Incarnation {
+        self.identity.read().expect("poisoned").incarnation
+    }
+
     /// Why peers were refused lately (another cluster or membership).
     pub fn peer_notes(&self) -> BTreeMap<NodeId, String> {
         self.peer_notes.lock().expect("poisoned").clone()
@@ -550,7 +555,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         inc(&self.metrics.acceptor_requests);
         let incarnation = {
             let identity = self.identity.read().expect("poisoned");
-            if let Request::Accept { .. } = request {
+            if matches!(request, Request::Accept { .. }) && !fence.is_empty() {
                 identity
                     .known()
                     .admits(fence)
@@ -718,6 +723,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// its ballot clock may be behind the rounds it used before it lost its
     /// disk until its rebuild has moved it past them.
     async fn serving_by(&self, deadline: Instant) -> Result<(), NodeError> {
+        if *self.health.borrow() == Health::Serving {
+            return Ok(());
+        }
         let mut health = self.health.subscribe();
         let serving = async { health.wait_for(|h| *h == Health::Serving).await.map(|_| ()) };
         match tokio::time::timeout_at(deadline, serving).await {
@@ -1088,5 +1096,187 @@ mod tests {
         .unwrap();
         let after = restarted.next_ballot(0, deadline).await.unwrap();
         assert!(used.iter().all(|b| *b < after), "{used:?} then {after}");
+    }
+
+    fn urls(n: u32) -> BTreeMap<NodeId, String> {
+        (1..=n).map(|i| (i, format!("http://n{i}/"))).collect()
+    }
+
+    fn open(
+        id: NodeId,
+        storage: &MemoryStorage,
+        net: &MemoryNetwork,
+    ) -> Arc<Node<MemoryStorage, crate::transport::MemoryTransport>> {
+        let node = Node::open(
+            id,
+            &urls(3),
+            Timing::default(),
+            storage.clone(),
+            net.transport(id),
+            Some(u64::from(id)),
+        )
+        .expect("opens");
+        net.register(id, node.clone());
+        node
+    }
+
+    /// Invariant 8: what a data directory says decides how a node starts.
+    #[tokio::test]
+    async fn a_node_starts_as_its_directory_says() {
+        let net = MemoryNetwork::new();
+        let blank = MemoryStorage::new();
+        assert!(matches!(open(1, &blank, &net).health(), Health::Joining(_)));
+        // Data but no identity: an earlier release's directory serves.
+        let legacy = MemoryStorage::new();
+        legacy
+            .store("k", &crate::storage::State::default())
+            .await
+            .unwrap();
+        legacy.store_round_mark(7).await.unwrap();
+        let node = open(2, &legacy, &net);
+        assert_eq!(node.health(), Health::Serving);
+        assert!(node.identity().cluster.ends_with("-legacy"));
+        // Another node's identity is refused.
+        let mine = Identity::new("c".into(), 3, &urls(3));
+        let other = MemoryStorage::new();
+        other.store_meta(META_NAME, mine.encode()).await.unwrap();
+        let refused = Node::open(
+            2,
+            &urls(3),
+            Timing::default(),
+            other.clone(),
+            net.transport(2),
+            None,
+        );
+        let error = refused.err().expect("refused").to_string();
+        assert!(error.contains("belongs to node 3"), "{error}");
+        // An unfinished rebuild resumes.
+        let mut half = mine;
+        half.rebuilt = false;
+        other.store_meta(META_NAME, half.encode()).await.unwrap();
+        assert!(matches!(
+            open(3, &other, &net).health(),
+            Health::Recovering(_)
+        ));
+    }
+
+    /// Invariant 8: an accept whose round counted a promise of a superseded
+    /// incarnation is refused; one that names the current incarnation, or
+    /// none (the fast ballot), is applied.
+    #[tokio::test]
+    async fn accepts_relying_on_a_lost_promise_are_fenced() {
+        let net = MemoryNetwork::new();
+        let storage = MemoryStorage::new();
+        let node = Node::new(
+            1,
+            Members::new([1, 2, 3]),
+            Timing::default(),
+            storage,
+            net.transport(1),
+            Some(1),
+        )
+        .unwrap();
+        let value = Value {
+            writer: 1,
+            bytes: Bytes::from_static(b"v"),
+        };
+        let accept = |round| Request::Accept {
+            ballot: Ballot::new(round, 2),
+            value: value.clone(),
+        };
+        let mut fence = Fence::default();
+        fence.promised(3, 1);
+        fence.promised(2, 1);
+        let answer = node
+            .handle_acceptor("k", accept(1), fence.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.reply,
+            Reply::Accepted {
+                ballot: Ballot::new(1, 2)
+            }
+        );
+        let recorded = node
+            .handle_control(3, Control::Fence { incarnation: 2 })
+            .await
+            .unwrap();
+        assert_eq!(recorded, ControlReply::Fenced(2));
+        let refused = node.handle_acceptor("k", accept(2), fence.clone()).await;
+        assert!(
+            matches!(refused, Err(AcceptorError::Fenced(3))),
+            "{refused:?}"
+        );
+        fence.promised(3, 2);
+        assert!(node.handle_acceptor("k", accept(3), fence).await.is_ok());
+        let fast = Request::Accept {
+            ballot: Ballot::FAST,
+            value: value.clone(),
+        };
+        assert!(node
+            .handle_acceptor("other", fast, Fence::default())
+            .await
+            .is_ok());
+        assert_eq!(
+            node.identity().known.get(&3),
+            Some(&2),
+            "the record is kept"
+        );
+    }
+
+    /// A node that does not serve answers no acceptor request.
+    #[tokio::test]
+    async fn a_joining_node_votes_in_nothing() {
+        let net = MemoryNetwork::new();
+        let node = open(1, &MemoryStorage::new(), &net);
+        let prepare = Request::Prepare {
+            ballot: Ballot::new(1, 2),
+        };
+        let answer = node.handle_acceptor("k", prepare, Fence::default()).await;
+        assert!(
+            matches!(answer, Err(AcceptorError::NotServing(_))),
+            "{answer:?}"
+        );
+    }
+
+    /// Genesis: three blank nodes form one cluster (every member answered),
+    /// with the same id; a fourth start over a wiped store of a member
+    /// rebuilds what the others hold before it serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blank_nodes_form_a_cluster_and_a_wiped_one_rebuilds() {
+        let net = MemoryNetwork::new();
+        let stores: Vec<MemoryStorage> = (0..3).map(|_| MemoryStorage::new()).collect();
+        let nodes: Vec<_> = (1..=3)
+            .map(|id| open(id, &stores[id as usize - 1], &net))
+            .collect();
+        let lifecycles: Vec<_> = nodes
+            .iter()
+            .map(|n| tokio::spawn(crate::rejoin::run(n.clone())))
+            .collect();
+        let put = nodes[0].put("k", Bytes::from_static(b"v")).await.unwrap();
+        assert_eq!(put, PutOutcome::Created);
+        let cluster = nodes[0].identity().cluster;
+        assert!(nodes.iter().all(|n| n.identity().cluster == cluster));
+        // Node 3 loses everything.
+        lifecycles[2].abort();
+        net.unregister(3);
+        drop(nodes);
+        let wiped = MemoryStorage::new();
+        let node3 = open(3, &wiped, &net);
+        let _run = tokio::spawn(crate::rejoin::run(node3.clone()));
+        let mut health = node3.health.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            health.wait_for(|h| *h == Health::Serving),
+        )
+        .await
+        .expect("rebuilt in time")
+        .expect("node alive");
+        assert_eq!(node3.identity().incarnation, 2);
+        let state = wiped.load("k").unwrap();
+        assert_eq!(
+            state.accepted.map(|a| a.value.bytes),
+            Some(Bytes::from_static(b"v"))
+        );
     }
 }
