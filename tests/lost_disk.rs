@@ -168,8 +168,15 @@ fn is_json_503(answer: &Answer) -> bool {
 
 /// Step 3: through a node that, with the one rebuilding node, is no majority
 /// that knows `key`: no 404, no second value. 503 is the right answer; the
-/// chosen value itself (200/409) would be correct too.
-async fn no_forgotten_answer(http: &reqwest::Client, url: &str, key: &str, v: &[u8], w: &[u8]) {
+/// chosen value itself (200/409) would be correct too. The two answers, for
+/// the record.
+async fn no_forgotten_answer(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    v: &[u8],
+    w: &[u8],
+) -> String {
     let got = procs::get(http, url, key).await;
     match &got {
         Answer::Status(200, body) => assert_eq!(&body[..], v, "GET {key}"),
@@ -187,6 +194,14 @@ async fn no_forgotten_answer(http: &reqwest::Client, url: &str, key: &str, v: &[
             "PUT {key}=w after {key}=v was chosen: want 503 (never 201), got {}",
             text(other)
         ),
+    }
+    format!("GET {}, PUT w {}", code(&got), code(&put))
+}
+
+fn code(answer: &Answer) -> String {
+    match answer {
+        Answer::Status(code, _) => code.to_string(),
+        Answer::NoAnswer(e) => format!("no answer ({e})"),
     }
 }
 
@@ -387,8 +402,9 @@ async fn four_steps(kind: PathKind) {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         wait_serving(&http, &cluster.nodes[0]).await;
+        let mut step3 = Vec::new();
         for (k, value) in &round_keys {
-            no_forgotten_answer(&http, &cluster.url(1), k, value, &w).await;
+            step3.push(no_forgotten_answer(&http, &cluster.url(1), k, value, &w).await);
         }
         let s3 = status(&http, &cluster.url(3)).await.expect("status 3");
         assert_eq!(
@@ -451,7 +467,9 @@ async fn four_steps(kind: PathKind) {
             );
         }
         eprintln!(
-            "{name} round {round} ({loss:?}): node 3 rebuilt as incarnation {inc}, {} values kept, {:.1}s",
+            "{name} round {round} ({loss:?}): step 3 through node 1: {}; node 3 rebuilt as \
+             incarnation {inc}, {} values kept, {:.1}s",
+            step3.join("; "),
             chosen.len(),
             started.elapsed().as_secs_f64()
         );
@@ -968,6 +986,24 @@ async fn a_node_killed_after_its_disk_failed_rebuilds_before_serving() {
     disk.fill();
     let s = write_until_node1_fails(&http, &cluster, &mut acked).await;
     eprintln!("node 1 after its write failed: {s}");
+    // The failed database is set aside (renames: no space needed) at once;
+    // that folder is what a restart goes by. (A SIGKILL in the few
+    // milliseconds between the failure and the set-aside would reopen the
+    // failed database in place: nothing durable can be written there first.)
+    let dir = cluster.nodes[0].config.data_dir.clone();
+    let until = Instant::now() + DEADLINE;
+    while !std::fs::read_dir(&dir)
+        .expect("node 1 dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("failed-"))
+    {
+        assert!(
+            Instant::now() < until,
+            "no failed-* folder in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cluster.node(1).kill();
     disk.free();
     cluster
