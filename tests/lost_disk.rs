@@ -294,7 +294,10 @@ async fn four_steps(kind: PathKind) {
     let http = http();
     // Every value chosen so far: (key, value); all must stay.
     let mut chosen: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut incarnation3 = 1u64;
+    let mut incarnation3 = status(&http, &cluster.url(3)).await.expect("status 3")["incarnation"]
+        .as_u64()
+        .expect("incarnation");
+    assert_eq!(incarnation3, 1, "a founder starts as incarnation 1");
     let mut fast_chosen = 0u32;
     for round in 0..ROUNDS {
         let loss = if round % 2 == 0 {
@@ -432,9 +435,8 @@ async fn four_steps(kind: PathKind) {
             inc > incarnation3,
             "round {round}: node 3 serves again as a new incarnation (was {incarnation3}): {s3}"
         );
-        if round == 0 {
-            assert_eq!(inc, 2, "the first rebuild is incarnation 2: {s3}");
-        }
+        // (Exactly one more, normally; a rebuild that starts over after a
+        // transient error takes another, which is just as correct.)
         incarnation3 = inc;
         // Node 3's own acceptor state holds the values (the rebuild copied
         // them), before any client read repairs anything.
