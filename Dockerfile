@@ -70,9 +70,12 @@ ENV PAXOS_KV_LISTEN=0.0.0.0:7001 \
 WORKDIR /var/lib/paxos-kv
 EXPOSE 7001
 VOLUME ["/var/lib/paxos-kv"]
-# Liveness: GET /health must answer 200. No curl in a slim image: bash's /dev/tcp speaks
-# the little HTTP needed, on the port of PAXOS_KV_LISTEN.
+# Readiness: GET /ready must answer 200, i.e. the node serves clients and counts in
+# quorums. A node whose cluster is still forming, or that rebuilds after a lost disk, is
+# unhealthy until it serves, which is the truth (`docker compose up --wait` waits for it).
+# No curl in a slim image: bash's /dev/tcp speaks the little HTTP needed, on the port of
+# PAXOS_KV_LISTEN.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PAXOS_KV_LISTEN##*:} && printf 'GET /health HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && read -r -t 2 _ code _ <&3 && [ \"$code\" = 200 ]"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PAXOS_KV_LISTEN##*:} && printf 'GET /ready HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && read -r -t 2 _ code _ <&3 && [ \"$code\" = 200 ]"]
 ENTRYPOINT ["paxos-kv"]
 CMD ["serve"]

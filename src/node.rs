@@ -278,6 +278,17 @@ impl<S: Storage, T: Transport> Node<S, T> {
                          or deleted under it): it rebuilds from a majority of the other members"
                             .into(),
                     )
+                } else if identity.rebuilt && storage.holds_failed() {
+                    // Its disk failed and the process ended before the
+                    // fresh database was rebuilt: that database holds
+                    // nothing it may vote from (docs/design.md, invariant 9).
+                    identity.rebuilt = false;
+                    Health::Recovering(
+                        "its disk failed before this start and the rebuild into a fresh \
+                         database had not finished: copying its state from a majority of \
+                         the other members"
+                            .into(),
+                    )
                 } else if identity.rebuilt {
                     Health::Serving
                 } else {

@@ -263,7 +263,13 @@ async fn genesis<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
         let replies = hello_all(node, Some(nonce)).await;
         let mut waiting = Vec::new();
         let mut nonces = BTreeMap::from([(node.id, nonce)]);
-        for (peer, reply) in &replies {
+        // A founder that recorded this node's nonce is heard first: another
+        // member may have joined the cluster without recording the founders
+        // (it adopted it, below), and its answer alone would send this
+        // founder, which never voted, into a needless rebuild.
+        let mut ordered: Vec<_> = replies.iter().collect();
+        ordered.sort_by_key(|(_, r)| !matches!(r, Ok(h) if h.founder && h.cluster.is_some()));
+        for (peer, reply) in ordered {
             match reply {
                 Err(e) => waiting.push(format!("node {peer} does not answer ({e})")),
                 Ok(hello) if hello.digest != mine => waiting.push(format!(

@@ -11,7 +11,11 @@
 //!   GET of a key it does not know (never a value, never a 404), and "503 means retry the
 //!   same value" holds once the partition heals;
 //! * guarantee 3, durability: a restarted node serves what was written while it was down,
-//!   and `docker compose down` + `up` (new containers, same named volumes) loses nothing.
+//!   and `docker compose down` + `up` (new containers, same named volumes) loses nothing;
+//! * a lost disk loses nothing (issue 8): one service's volume removed and the service
+//!   recreated with `up` rebuilds from the two others by itself (its `/ready` and the
+//!   image's health check, which asks `/ready`, turn healthy once it has; `/v1/status`
+//!   shows it serving as incarnation 2), and every value stays, on every node.
 //!
 //! Everything is torn down with `docker compose down -v`, whatever happens. Each step is
 //! printed as it starts, bounded in time, and a failure names its step.
@@ -55,13 +59,17 @@ fn three_node_compose_cluster() {
     }
     let started = Instant::now();
     let mut cluster = Cluster::new();
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("1 up --build --wait", step_up_build),
         ("2 put, get, conflict", step_put_get_conflict),
         ("3 kill node2: majority still serves", step_kill_node2),
         ("4 start node2: it serves what it missed", step_start_node2),
         ("5 partition node3 from the others", step_partition_node3),
         ("6 down, up: volumes keep everything", step_down_up),
+        (
+            "7 node3's volume removed, up: it rebuilds",
+            step_lose_volume_node3,
+        ),
     ];
     for (name, run) in steps {
         say(&format!(
@@ -77,7 +85,7 @@ fn three_node_compose_cluster() {
         say(&format!("   ok in {:.1?}", t.elapsed()));
     }
     say(&format!(
-        "== compose step 7 down -v (teardown); all steps passed in {:.0?}",
+        "== compose step 8 down -v (teardown); all steps passed in {:.0?}",
         started.elapsed()
     ));
     // Step 7 is Cluster's Drop, which also runs when a step above panicked.
@@ -93,6 +101,8 @@ fn step_up_build(c: &mut Cluster) -> Res<()> {
     )?;
     for node in 1..=3 {
         c.expect_status(node, "GET", "/health", None, 200)?;
+        // `--wait` waited for the image's health check, which asks /ready.
+        c.expect_status(node, "GET", "/ready", None, 200)?;
     }
     Ok(())
 }
@@ -173,6 +183,40 @@ fn step_down_up(c: &mut Cluster) -> Res<()> {
     // Still write-once after the restart.
     let r = c.http(3, "PUT", &kv_path("k2"), Some(b"a later, different value"))?;
     check_status(&r, 409, "PUT k2 (other value) via node3 after down/up")
+}
+
+fn step_lose_volume_node3(c: &mut Cluster) -> Res<()> {
+    let before = c.status(3)?;
+    if before["state"] != "serving" || before["incarnation"] != 1 {
+        return Err(format!(
+            "node3 before losing its volume should serve as founder, incarnation 1: {before}"
+        ));
+    }
+    // The disk is lost: container and volume gone, as `docker compose down -v` would do
+    // to one service, or a volume recreated by mistake.
+    c.compose(&["rm", "--stop", "--force", "node3"])?;
+    let volume = format!("{}_node3-data", c.project);
+    c.docker(&["volume", "rm", &volume])?;
+    // While node3 is gone, the two others keep serving.
+    c.put_expect(1, "k6", 201)?;
+    // The same command as always: `up` creates a fresh volume and container. `--wait`
+    // returns once the health check (/ready) passes, i.e. once node3 rebuilt.
+    c.compose_streamed(&["up", "-d", "--wait", "node3"], COMMAND_TIMEOUT)?;
+    c.expect_status(3, "GET", "/ready", None, 200)?;
+    let after = c.status(3)?;
+    // A new incarnation: 2, or more if a rebuild attempt had to start over.
+    let rebuilt = after["incarnation"].as_u64().is_some_and(|i| i >= 2);
+    if after["state"] != "serving" || !rebuilt {
+        return Err(format!(
+            "node3 after its volume was recreated should serve as incarnation 2: {after}"
+        ));
+    }
+    c.all_agree(&["k1", "k2", "k3", "k4", "k5", "k6"])?;
+    // Still write-once, through the rebuilt node.
+    let r = c.http(3, "PUT", &kv_path("k6"), Some(b"a later, different value"))?;
+    check_status(&r, 409, "PUT k6 (other value) via the rebuilt node3")?;
+    c.put_expect(3, "k7", 201)?;
+    c.all_agree(&["k7"])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -418,11 +462,17 @@ timeout 30 cat <&3"#;
         Ok(())
     }
 
-    /// Waits until a node answers GET /health through its published port.
+    /// `GET /v1/status` of a node, parsed.
+    fn status(&self, node: usize) -> Res<serde_json::Value> {
+        let r = self.expect_status(node, "GET", "/v1/status", None, 200)?;
+        serde_json::from_slice(&r.body).map_err(|e| format!("/v1/status of node{node}: {e}"))
+    }
+
+    /// Waits until a node answers GET /ready (it serves) through its published port.
     fn wait_serving(&self, node: usize) -> Res<()> {
         let deadline = Instant::now() + CONVERGE_TIMEOUT;
         loop {
-            let last = match self.http(node, "GET", "/health", None) {
+            let last = match self.http(node, "GET", "/ready", None) {
                 Ok(r) if r.status == 200 => return Ok(()),
                 Ok(r) => format!("status {}", r.status),
                 Err(e) => e,
@@ -476,7 +526,7 @@ timeout 30 cat <&3"#;
 }
 
 impl Drop for Cluster {
-    /// Step 7: the teardown, also after a failed step. `down -v` removes the containers,
+    /// Step 8: the teardown, also after a failed step. `down -v` removes the containers,
     /// the network and the named volumes of this project; `--rmi all` its image tag (the
     /// build cache stays).
     fn drop(&mut self) {

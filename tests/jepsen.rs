@@ -1,6 +1,8 @@
 //! Jepsen-style test (issue 4, parts 3 and 4): three real `paxos-kv serve`
 //! processes, concurrent clients on a handful of contested keys, and a
-//! nemesis that SIGKILLs and restarts nodes, pauses them (SIGSTOP/SIGCONT)
+//! nemesis that SIGKILLs and restarts nodes, wipes a node's disk (SIGKILL,
+//! data directory deleted, restarted with the same command: it must rebuild
+//! from the others before it votes, issue 8), pauses nodes (SIGSTOP/SIGCONT)
 //! and cuts, stalls or drops the links between them through fault-injecting
 //! TCP proxies. Every operation's invocation, completion and outcome is
 //! recorded and the whole history is checked as a write-once register per
@@ -10,9 +12,21 @@
 //! show every key acknowledged before it was sent (rule `list-missing`) and
 //! no key no PUT was sent for (`list-unwritten`).
 //!
-//! Topology: node `i` reaches peer `j` at `http://127.0.0.1:<proxy i->j>`
-//! (the ids in `--peers` are the same on every node, only URLs differ), so
-//! every directed link can fail on its own. Clients talk to nodes directly.
+//! Topology: every node is started with the same `--peers`, naming node `j`
+//! by the URL of a proxy in front of it; the proxy tells the senders apart
+//! by the `"from"` of each connection's first peer request, so every
+//! directed link `i -> j` can fail on its own. Clients talk to nodes
+//! directly.
+//!
+//! Wipes: at most one disk is lost at a time (the nemesis waits until every
+//! node serves before it wipes one): with a majority of the disks lost, no
+//! protocol can keep the chosen values. `PAXOS_KV_JEPSEN_WIPE=never` turns
+//! wipes into plain kills; `PAXOS_KV_JEPSEN_WIPE=keep-identity` is the
+//! mutation that brings back the behaviour before issue 8 (the database is
+//! deleted, the identity file kept: the node votes from a blank state at
+//! once). The random schedule rarely hits the narrow sequence that turns
+//! that into a visible violation; `tests/lost_disk.rs` drives it
+//! deterministically and shows the 404 and the second value.
 //!
 //! Bounds: about 60 s of nemesis by default, `PAXOS_KV_JEPSEN_SECS=N` for
 //! longer. Seeded: `PAXOS_KV_JEPSEN_SEED=N` replays the nemesis schedule and
@@ -20,8 +34,9 @@
 //!
 //! Part 4 (the checker must be able to fail): hand-made bad histories are
 //! flagged, and the same pipeline run against a deliberately split cluster
-//! (node 3 started with `--peers` naming only itself, so its quorum of one
-//! never intersects the quorum {1, 2} of the others) reports violations.
+//! (node 3 started with `--peers` naming only itself, nodes 1 and 2 naming
+//! only each other: quorum {3} never intersects quorum {1, 2}) reports
+//! violations.
 
 mod common;
 #[path = "procs/mod.rs"]
@@ -249,19 +264,18 @@ enum LinkMode {
     Stall,
 }
 
-/// A directed link `from -> to`: a TCP proxy on 127.0.0.1.
+/// A directed link `from -> to`: what the proxy of `to` does with the
+/// connections `from` opens to it.
 struct Link {
     /// Mode and the number of drops so far (a connection dies when it changes).
     state: tokio::sync::watch::Sender<(LinkMode, u64)>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Link {
-    /// Starts forwarding connections from `listener` to `upstream`.
-    fn start(listener: tokio::net::TcpListener, upstream: SocketAddr) -> Link {
-        let (state, rx) = tokio::sync::watch::channel((LinkMode::Pass, 0u64));
-        let task = tokio::spawn(serve_link(listener, upstream, rx));
-        Link { state, task }
+    fn new() -> Link {
+        Link {
+            state: tokio::sync::watch::channel((LinkMode::Pass, 0u64)).0,
+        }
     }
 
     fn set(&self, mode: LinkMode) {
@@ -277,30 +291,117 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.set(LinkMode::Drop);
+    }
+}
+
+/// The TCP proxy in front of one node, on 127.0.0.1: every member names
+/// the node by this proxy's URL (one `--peers` string for all: nodes
+/// started with different strings refuse each other, docs/design.md
+/// invariant 10). The proxy tells the directed links apart by the sender
+/// named in the first request of each connection (`"from":N`, every peer
+/// request carries it; a pooled connection serves one sender only).
+struct Proxy {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards connections from `listener` to `upstream`, each under the
+    /// link of its sender.
+    fn start(
+        listener: tokio::net::TcpListener,
+        upstream: SocketAddr,
+        links: BTreeMap<u32, LinkState>,
+    ) -> Proxy {
+        Proxy {
+            task: tokio::spawn(serve_proxy(listener, upstream, Arc::new(links))),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
 
 type LinkState = tokio::sync::watch::Receiver<(LinkMode, u64)>;
 
-async fn serve_link(listener: tokio::net::TcpListener, upstream: SocketAddr, state: LinkState) {
+/// Reads from `client` into `head` until it holds `"from":N`; the sender.
+async fn sniff_sender(client: &mut tokio::net::TcpStream, head: &mut Vec<u8>) -> Option<u32> {
+    use tokio::io::AsyncReadExt;
+    const NEEDLE: &[u8] = b"\"from\":";
+    let mut buf = vec![0u8; 16 * 1024];
+    while head.len() < 256 * 1024 {
+        let n = client.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(at) = head.windows(NEEDLE.len()).position(|w| w == NEEDLE) {
+            let digits: Vec<u8> = head[at + NEEDLE.len()..]
+                .iter()
+                .copied()
+                .skip_while(|b| *b == b' ')
+                .take_while(u8::is_ascii_digit)
+                .collect();
+            // The number may be cut by the end of what arrived so far.
+            if digits.len() < head.len() - at - NEEDLE.len() {
+                return std::str::from_utf8(&digits).ok()?.parse().ok();
+            }
+        }
+    }
+    None
+}
+
+async fn serve_proxy(
+    listener: tokio::net::TcpListener,
+    upstream: SocketAddr,
+    links: Arc<BTreeMap<u32, LinkState>>,
+) {
+    use tokio::io::AsyncWriteExt;
     loop {
-        let Ok((client, _)) = listener.accept().await else {
+        let Ok((mut client, _)) = listener.accept().await else {
             continue;
         };
-        let (mode, drops) = *state.borrow();
-        if matches!(mode, LinkMode::Drop | LinkMode::Refuse) {
-            continue; // dropping `client` closes it: the caller sees a reset/EOF
-        }
-        let mut state = state.clone();
+        let links = links.clone();
         tokio::spawn(async move {
+            let mut head = Vec::new();
+            let sniffed = tokio::time::timeout(
+                Duration::from_secs(10),
+                sniff_sender(&mut client, &mut head),
+            )
+            .await;
+            let Ok(Some(from)) = sniffed else {
+                return; // not a peer request: close it
+            };
+            let Some(state) = links.get(&from) else {
+                return;
+            };
+            let mut state = state.clone();
+            let (mode, drops) = *state.borrow();
+            if matches!(mode, LinkMode::Drop | LinkMode::Refuse) {
+                return; // dropping `client` closes it: the caller sees a reset/EOF
+            }
             let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                 return; // the node is down: close the caller's connection too
             };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             let (client_rd, client_wr) = client.into_split();
-            let (server_rd, server_wr) = server.into_split();
+            let (server_rd, mut server_wr) = server.into_split();
+            let mut head_state = state.clone();
+            let mut drop_state = state.clone();
+            let forward_head = async {
+                // Held while the link stalls, like every later byte.
+                if !wait_pass(&mut head_state).await {
+                    return false;
+                }
+                server_wr.write_all(&head).await.is_ok()
+            };
+            tokio::select! {
+                ok = forward_head => if !ok { return; },
+                _ = dropped(&mut drop_state, drops) => return,
+            }
             tokio::select! {
                 _ = pump(client_rd, server_wr, state.clone()) => {}
                 _ = pump(server_rd, client_wr, state.clone()) => {}
@@ -378,10 +479,13 @@ async fn pump(
 enum Topology {
     /// Every node lists all three, reached through the proxies.
     Healthy,
-    /// Node 3 is started with `--peers` naming only itself: it decides
-    /// alone, nodes 1 and 2 decide as a majority of {1, 2, 3} whose peer
-    /// calls node 3 refuses (node 1 and 2 are not its members). Quorums
-    /// {3} and {1, 2} do not intersect: a deliberately broken cluster.
+    /// Two clusters behind one set of client URLs: node 3 is started with
+    /// `--peers` naming only itself and decides alone; nodes 1 and 2 are
+    /// started with `--peers` naming only 1 and 2 and decide together.
+    /// Quorums {3} and {1, 2} do not intersect: a deliberately broken
+    /// deployment. (Three nodes with different `--peers` strings no longer
+    /// make one: they refuse each other and never serve, see
+    /// `tests/lost_disk.rs`.)
     SplitMembership,
 }
 
@@ -392,6 +496,7 @@ struct RunConfig {
     clients: usize,
     keys_per_generation: u64,
     generation: Duration,
+    wipe: Wipe,
 }
 
 #[derive(Default, Debug)]
@@ -572,8 +677,37 @@ struct Nemesis {
     rng: StdRng,
     cluster: Cluster,
     links: BTreeMap<(u32, u32), Link>,
+    /// Kept for their tasks.
+    _proxies: Vec<Proxy>,
     faults: BTreeMap<&'static str, usize>,
     n: u32,
+    wipe: Wipe,
+    http: reqwest::Client,
+}
+
+/// What the nemesis does to a node's disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wipe {
+    /// Never: the fault is a plain kill instead.
+    Never,
+    /// SIGKILL, delete the data directory, restart with the same command:
+    /// the node must rebuild before it votes (docs/design.md, invariant 8).
+    Disk,
+    /// The mutation that brings back the behaviour before issue 8: the
+    /// database files are deleted but the identity file is kept, so the
+    /// node believes it still holds its data and votes from a blank state
+    /// at once (`PAXOS_KV_JEPSEN_WIPE=keep-identity`, by hand only).
+    KeepIdentity,
+}
+
+impl Wipe {
+    fn from_env() -> Wipe {
+        match std::env::var("PAXOS_KV_JEPSEN_WIPE").as_deref() {
+            Ok("keep-identity") => Wipe::KeepIdentity,
+            Ok("never") => Wipe::Never,
+            _ => Wipe::Disk,
+        }
+    }
 }
 
 impl Nemesis {
@@ -613,11 +747,17 @@ impl Nemesis {
         }
     }
 
-    /// One fault, held, then healed.
-    async fn step(&mut self) {
-        let roll = self.rng.random_range(0..100);
+    /// One fault, held, then healed; a wipe when `wipe_now`.
+    async fn step(&mut self, wipe_now: bool) {
+        let roll = if wipe_now {
+            14
+        } else {
+            self.rng.random_range(0..100)
+        };
         let kind = match roll {
-            0..=21 => "kill",
+            0..=13 => "kill",
+            14..=21 if self.wipe != Wipe::Never => "wipe",
+            14..=21 => "kill",
             22..=37 => "pause",
             38..=53 => "isolate",
             54..=61 => "cut-link",
@@ -632,6 +772,39 @@ impl Nemesis {
             "kill" => {
                 let id = self.node_pick();
                 self.cluster.node(id).kill();
+                self.hold().await;
+                self.restart(&[id]).await;
+            }
+            "wipe" => {
+                // One lost disk at a time: with a majority of the disks
+                // lost the chosen values are gone whatever the protocol
+                // does (the node then stays unavailable and says so).
+                if !self.all_ready(Duration::from_secs(60)).await {
+                    *self.faults.entry("wipe").or_default() -= 1;
+                    *self.faults.entry("wipe-skipped").or_default() += 1;
+                    return;
+                }
+                let id = self.node_pick();
+                let node = self.cluster.node(id);
+                node.kill();
+                let dir = node.config.data_dir.clone();
+                match self.wipe {
+                    Wipe::KeepIdentity => {
+                        for entry in std::fs::read_dir(&dir).expect("data dir") {
+                            let path = entry.expect("entry").path();
+                            let name = path.file_name().unwrap_or_default().to_string_lossy();
+                            if name.starts_with("paxos-kv.") {
+                                continue;
+                            }
+                            if path.is_dir() {
+                                std::fs::remove_dir_all(&path).expect("remove");
+                            } else {
+                                std::fs::remove_file(&path).expect("remove");
+                            }
+                        }
+                    }
+                    _ => std::fs::remove_dir_all(&dir).expect("remove data dir"),
+                }
                 self.hold().await;
                 self.restart(&[id]).await;
             }
@@ -708,6 +881,31 @@ impl Nemesis {
         }
     }
 
+    /// Waits until every node answers `/ready` with 200 (serving, not
+    /// joining or rebuilding); false if `deadline` passes first.
+    async fn all_ready(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        loop {
+            let mut ready = true;
+            for url in self.cluster.urls() {
+                let ok = self
+                    .http
+                    .get(format!("{url}/ready"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                ready &= ok;
+            }
+            if ready {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Until `until`: a quiet spell, then a fault.
     async fn run(&mut self, until: Instant) {
         while Instant::now() < until {
@@ -716,7 +914,10 @@ impl Nemesis {
             if Instant::now() >= until {
                 break;
             }
-            self.step().await;
+            // The first fault is a wipe, so every run has one.
+            let wipe_now =
+                self.faults.get("wipe").copied().unwrap_or(0) == 0 && self.wipe != Wipe::Never;
+            self.step(wipe_now).await;
         }
     }
 
@@ -738,6 +939,15 @@ impl Nemesis {
             link.set(LinkMode::Drop);
             link.set(LinkMode::Pass);
         }
+        // A node that lost its disk serves again once it rebuilt; the final
+        // reads would see its 503s otherwise (a node that never rebuilds
+        // shows there as a disagreement).
+        if !self.all_ready(Duration::from_secs(120)).await {
+            eprintln!(
+                "not every node is ready after healing:\n{}",
+                self.cluster.logs(3000)
+            );
+        }
     }
 }
 
@@ -748,45 +958,58 @@ async fn run(cfg: RunConfig) -> Report {
     const N: u32 = 3;
     // Proxies first: their ports go into the nodes' --peers.
     let mut listeners = BTreeMap::new();
-    for a in 1..=N {
-        for b in 1..=N {
-            if a != b {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                listeners.insert((a, b), l);
-            }
-        }
+    for b in 1..=N {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listeners.insert(b, l);
     }
-    let proxy_port: BTreeMap<(u32, u32), u16> = listeners
+    let proxy_port: BTreeMap<u32, u16> = listeners
         .iter()
         .map(|(k, l)| (*k, l.local_addr().unwrap().port()))
         .collect();
     let topology = cfg.topology;
-    let mut cluster = Cluster::new(N, |id, ports| {
-        let url = |peer: u32, port: u16| {
-            if peer == id {
-                format!("{peer}=http://127.0.0.1:{port}")
-            } else {
-                format!("{peer}=http://127.0.0.1:{}", proxy_port[&(id, peer)])
-            }
-        };
-        match (topology, id) {
-            (Topology::SplitMembership, 3) => url(3, ports[2].1),
-            _ => ports
-                .iter()
-                .map(|&(peer, port)| url(peer, port))
-                .collect::<Vec<_>>()
-                .join(","),
-        }
+    let peers = |ids: &[u32]| {
+        ids.iter()
+            .map(|id| format!("{id}=http://127.0.0.1:{}", proxy_port[id]))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut cluster = Cluster::new(N, |id, _| match (topology, id) {
+        (Topology::SplitMembership, 3) => peers(&[3]),
+        (Topology::SplitMembership, _) => peers(&[1, 2]),
+        (Topology::Healthy, _) => peers(&[1, 2, 3]),
     });
-    let links: BTreeMap<(u32, u32), Link> = listeners
-        .into_iter()
-        .map(|((a, b), l)| ((a, b), Link::start(l, cluster.nodes[b as usize - 1].addr())))
-        .collect();
+    let mut links = BTreeMap::new();
+    let mut proxies = Vec::new();
+    for (b, listener) in listeners {
+        let mut from = BTreeMap::new();
+        for a in (1..=N).filter(|a| *a != b) {
+            let link = Link::new();
+            from.insert(a, link.state.subscribe());
+            links.insert((a, b), link);
+        }
+        let upstream = cluster.nodes[b as usize - 1].addr();
+        proxies.push(Proxy::start(listener, upstream, from));
+    }
     cluster.start_all().await;
-
-    let urls = Arc::new(cluster.urls());
-    let stop = Arc::new(AtomicBool::new(false));
     let http = procs::client(Duration::from_secs(5));
+    let mut nemesis = Nemesis {
+        rng: StdRng::seed_from_u64(cfg.seed),
+        cluster,
+        links,
+        _proxies: proxies,
+        faults: BTreeMap::new(),
+        n: N,
+        wipe: cfg.wipe,
+        http: http.clone(),
+    };
+    assert!(
+        nemesis.all_ready(Duration::from_secs(60)).await,
+        "the cluster did not form:\n{}",
+        nemesis.cluster.logs(3000)
+    );
+
+    let urls = Arc::new(nemesis.cluster.urls());
+    let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..cfg.clients)
         .map(|id| {
             tokio::spawn(client_loop(ClientCtx {
@@ -808,13 +1031,6 @@ async fn run(cfg: RunConfig) -> Report {
         stop.clone(),
     ));
 
-    let mut nemesis = Nemesis {
-        rng: StdRng::seed_from_u64(cfg.seed),
-        cluster,
-        links,
-        faults: BTreeMap::new(),
-        n: N,
-    };
     nemesis.run(Instant::now() + cfg.nemesis).await;
     nemesis.heal().await;
     stop.store(true, Ordering::SeqCst);
@@ -984,6 +1200,7 @@ async fn jepsen_history_under_nemesis_is_linearizable() {
         clients: 6,
         keys_per_generation: 3,
         generation: Duration::from_millis(200),
+        wipe: Wipe::from_env(),
     })
     .await;
     report.print("jepsen: healthy cluster under nemesis", seed);
@@ -1002,11 +1219,18 @@ async fn jepsen_history_under_nemesis_is_linearizable() {
         "seed {seed}: the nemesis barely ran: {:?}",
         report.faults
     );
+    if Wipe::from_env() != Wipe::Never {
+        assert!(
+            report.faults.get("wipe").is_some_and(|n| *n >= 1),
+            "seed {seed}: no disk was wiped: {:?}",
+            report.faults
+        );
+    }
 }
 
 /// Part 4, the pipeline can fail: the same clients, nemesis, final reads and
-/// checker against a cluster whose quorums do not intersect (node 3 believes
-/// it is alone; see [`Topology::SplitMembership`]) report violations within
+/// checker against two clusters whose quorums do not intersect (node 3
+/// believes it is alone; see [`Topology::SplitMembership`]) report violations within
 /// a few seconds. Such a split is certain to show: node 3 alone creates
 /// every key it is asked to PUT first, nodes 1 and 2 create their own, so
 /// contested keys get two 201s and two values, and GETs through node 3 of
@@ -1022,6 +1246,9 @@ async fn jepsen_pipeline_catches_a_split_cluster() {
         clients: 6,
         keys_per_generation: 3,
         generation: Duration::from_millis(200),
+        // A one-member cluster cannot rebuild a lost disk: wiping would
+        // only make it unavailable.
+        wipe: Wipe::Never,
     })
     .await;
     report.print("jepsen: deliberately split cluster", seed);

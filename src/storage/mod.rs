@@ -133,6 +133,15 @@ pub trait Storage: Send + Sync + 'static {
     /// is rebuilt.
     fn discard_failed(&self) {}
 
+    /// Whether a database set aside by [`Storage::reset`] is still here: the
+    /// fresh one was not rebuilt yet (the rebuild discards it when done), so
+    /// a node that restarts over this store must rebuild before it votes,
+    /// whatever its identity says. The set-aside folder is the only durable
+    /// trace a full disk allows (a rename needs no space).
+    fn holds_failed(&self) -> bool {
+        false
+    }
+
     /// How many group commits (disk syncs) ran since open, for metrics.
     fn sync_count(&self) -> u64 {
         0

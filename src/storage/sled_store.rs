@@ -580,6 +580,14 @@ impl Storage for SledStorage {
         .map_err(|e| StorageError::Io(format!("reset failed: {e}")))?
     }
 
+    fn holds_failed(&self) -> bool {
+        std::fs::read_dir(&self.shared.dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with(FAILED_PREFIX) && e.path().is_dir()
+            })
+        })
+    }
+
     fn discard_failed(&self) {
         let Ok(entries) = std::fs::read_dir(&self.shared.dir) else {
             return;

@@ -621,3 +621,15 @@ pub fn show(bytes: &[u8]) -> String {
         _ => format!("<{} bytes>", bytes.len()),
     }
 }
+
+impl NodeProc {
+    /// The exit status once the process has ended by itself (it is then
+    /// reaped and the node counts as down); `None` while it runs or when
+    /// it was never started.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.paused = false;
+        Some(status)
+    }
+}
