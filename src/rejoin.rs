@@ -250,7 +250,13 @@ async fn genesis<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
         let replies = hello_all(node, Some(nonce)).await;
         let mut waiting = Vec::new();
         let mut nonces = BTreeMap::from([(node.id, nonce)]);
-        for (peer, reply) in &replies {
+        // A founder that recorded this node's nonce settles it, whichever
+        // member it is: ask it first. (In id order, a member that joined
+        // the same way, and so recorded no founders, could answer first
+        // and send this node to a rebuild that waits for it forever.)
+        let mut ordered: Vec<_> = replies.iter().collect();
+        ordered.sort_by_key(|(_, reply)| !matches!(reply, Ok(hello) if hello.founder));
+        for (peer, reply) in ordered {
             match reply {
                 Err(e) => waiting.push(format!("node {peer} does not answer ({e})")),
                 Ok(hello) if hello.digest != mine => waiting.push(format!(
