@@ -86,6 +86,36 @@
 //! [`mutation_clock_from_zero_is_caught_as_reused_ballot`]); together with a
 //! `>=` promise rule it does, and the checker finds that too.
 //!
+//! # The wipe fault (issue 8, docs/design.md invariant 8)
+//!
+//! With `wipes`, a server may lose its disk: acceptor state, ballot clock
+//! mark and identity (its incarnation and the incarnations it recorded for
+//! the others) are replaced by a blank disk, and the process restarts at
+//! once. It then follows `src/rejoin.rs`: recovering (it answers no
+//! acceptor request and takes no client request), it learns from a
+//! majority of the others, all serving, the newest incarnation they
+//! recorded for it and takes the next (durably); records it at a majority
+//! of the others (they then refuse accepts whose [`Fence`] names an older
+//! incarnation of it, `Known::admits`); lists the key at a majority of the
+//! serving others; if any holds it, runs phase 1 there with a fresh ballot
+//! (its clock restarted from zero and floored by rejections) and installs
+//! `rebuilt_vote(promises)` with that ballot as its promise (or the decided
+//! value); then serves. Proposers collect the promisers' incarnations from
+//! the promise replies and send them as the accepts' fence, as
+//! `Node::propose` does; an acceptor checks the fence against the table it
+//! recorded plus its own incarnation (`Node::acceptor_step`). Not modelled:
+//! the install and the "rebuilt" mark are one step here (two writes in the
+//! node: a crash between them reruns the rebuild), and the hello, fence and
+//! scan steps are not retried (a retry resends the same messages, which the
+//! duplicating network already redelivers).
+//!
+//! With wipes the "chosen is durable" property counts the servers whose
+//! rebuild finished: a server that rebuilds answers no phase 1, so the
+//! value must be on all but fewer than a majority of the others; and
+//! "ballots unique" is replaced by "one value per ballot" (a wiped server's
+//! clock restarts from zero, and the protocol only keeps it from reusing a
+//! round where an accept could be in flight, which is what agreement needs).
+//!
 //! Run: `cargo test --release --test model_check -- --nocapture`.
 
 use std::borrow::Cow;
@@ -368,6 +398,9 @@ struct ClientState {
     gave_up: bool,
 }
 
+// The states live behind `Arc`s in the checker; boxing the server's would
+// only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum NodeState {
     Server(ServerState),
