@@ -359,7 +359,9 @@ enum Rejoin {
     Rebuilding {
         ballot: Ballot,
         promises: BTreeMap<NodeId, Option<Accepted<Value>>>,
-        failed: u8,
+        /// The others that refused (a set: the network duplicates replies,
+        /// and the node counts each call's answer once).
+        failed: BTreeSet<NodeId>,
         seen_round: u64,
         attempts: u8,
     },
@@ -1170,7 +1172,7 @@ impl Config {
         st.rejoin = Some(Rejoin::Rebuilding {
             ballot: next.ballot,
             promises: BTreeMap::new(),
-            failed: 0,
+            failed: BTreeSet::new(),
             seen_round,
             attempts: attempts + 1,
         });
@@ -1237,8 +1239,8 @@ impl Config {
                 if let Reply::Rejected { promised, .. } = reply {
                     *seen_round = (*seen_round).max(promised.round);
                 }
-                *failed += 1;
-                if SERVERS - 1 - usize::from(*failed) < need {
+                failed.insert(from);
+                if SERVERS - 1 - failed.len() < need {
                     let (seen, attempts) = (*seen_round, *attempts);
                     self.start_attempt(id, st, seen, attempts, o);
                 }
