@@ -2579,7 +2579,9 @@ fn mutation_wipe_without_rebuild_is_caught() {
 #[test]
 fn mutation_wipe_without_rebuild_undoes_a_fast_value() {
     let mut scenario = put_then_get_with_wipe(Mutation::WipeWithoutRebuild, 0).fast();
-    scenario.name = "fast-put-then-get+wipe";
+    scenario.name = "fast-put-then-get+wipe-s1";
+    // The reader's server loses its disk (keeps the search small for CI).
+    scenario.cfg.wipe_only = Some(1);
     scenario.skip = &["chosen is durable", "ballots unique"];
     let (caught, steps) = check_caught(&scenario);
     assert!(
@@ -2594,6 +2596,9 @@ fn mutation_wipe_without_rebuild_undoes_a_fast_value() {
 #[test]
 fn mutation_rebuild_from_one_is_caught() {
     let mut scenario = put_then_get_with_wipe(Mutation::RebuildFromOne, 0);
+    scenario.name = "put-then-get+wipe-s1";
+    // The reader's server loses its disk (keeps the search small for CI).
+    scenario.cfg.wipe_only = Some(1);
     scenario.skip = &["chosen is durable", "ballots unique"];
     let (caught, steps) = check_caught(&scenario);
     assert!(
@@ -2637,15 +2642,14 @@ fn check_caught_dfs(scenario: &Scenario, secs: u64) -> Vec<&'static str> {
 /// Accepts not fenced (n = 3): a writer holds a promise of server 0's old
 /// incarnation and its own, for a ballot above server 0's rebuild ballot;
 /// the rebuilt server 0 accepts the other writer's lower ballot, which is
-/// chosen, and then the first writer's accepts are chosen too. Under
-/// `PAXOS_KV_MODEL_DEEP=1` (a depth-first search bounded by
-/// `PAXOS_KV_MODEL_SECS`): the configuration is too big for CI.
+/// chosen, and then the first writer's accepts are chosen too. A
+/// depth-first search bounded by `PAXOS_KV_MODEL_SECS`; ignored: the
+/// breadth-first search that finds such a long trace needs more memory than
+/// CI has (7.6 GB after a few minutes), and 100 s of depth-first search did
+/// not reach it. Run with `-- --ignored` and a generous bound.
 #[test]
+#[ignore = "the counterexample is beyond what a bounded search reaches in CI"]
 fn mutation_no_fence_is_caught() {
-    if !deep() {
-        println!("set PAXOS_KV_MODEL_DEEP=1 to search for the unfenced accept");
-        return;
-    }
     let mut scenario = contention_with_wipe(Mutation::NoFence);
     scenario.skip = &["ballots unique"];
     let caught = check_caught_dfs(&scenario, bound_secs());
@@ -2660,13 +2664,10 @@ fn mutation_no_fence_is_caught() {
 /// version of `Node::acceptor_step`): the rebuilt server 0 accepts a round
 /// that relied on its old incarnation's promise, over a value chosen
 /// meanwhile by the other writer ("chosen is durable", then agreement).
-/// Under `PAXOS_KV_MODEL_DEEP=1`, as above.
+/// Ignored, as above: 100 s of depth-first search did not reach it.
 #[test]
+#[ignore = "the counterexample is beyond what a bounded search reaches in CI"]
 fn mutation_self_not_fenced_is_caught() {
-    if !deep() {
-        println!("set PAXOS_KV_MODEL_DEEP=1 to search for the self-fence defect");
-        return;
-    }
     let mut scenario = contention_with_wipe(Mutation::SelfNotFenced);
     scenario.skip = &["ballots unique"];
     let caught = check_caught_dfs(&scenario, bound_secs());
