@@ -9,7 +9,11 @@
 //! loss of most `Decide` announcements; a nemesis that isolates nodes, splits
 //! the cluster, cuts one-way links, heals, crashes and restarts nodes over
 //! their surviving store (a crash can fall in the middle of a slow disk
-//! write) and power-cycles the whole cluster. It runs on a current-thread
+//! write), wipes a node's disk (it restarts blank through `Node::open` and
+//! rebuilds from the others before it votes: issue 8; one at a time, at
+//! most three per run) and power-cycles the whole cluster. Every node
+//! starts blank and runs its lifecycle (`rejoin::run`), so the cluster is
+//! founded by genesis first. It runs on a current-thread
 //! tokio runtime with paused time, so a run takes virtual seconds but real
 //! microseconds, and every random choice (the scenario, each message's fate,
 //! the nemesis, the clients, the disks' latency, the nodes' backoff and PUT
@@ -38,6 +42,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::future::Future;
+
+use paxos_kv::identity::GENESIS_META;
 use paxos_kv::node::{Health, Node, PutOutcome, Timing};
 use paxos_kv::paxos::{Fence, Members, NodeId, Reply, Request};
 use paxos_kv::storage::{MemoryStorage, State, Storage, StorageError};
@@ -362,7 +369,7 @@ impl Cluster {
         let slot = self.slots.get_mut(&id).expect("a member");
         slot.wiped = true;
         slot.disk = match &slot.disk {
-            Disk::Honest(_) => Disk::Honest(MemoryStorage::new()),
+            Disk::Honest(_) => Disk::Honest(blank_store(seed)),
             Disk::Forgetful(f) => Disk::Forgetful(Arc::new(Mutex::new(ForgetfulDisk {
                 flush_every: f.lock().unwrap().flush_every,
                 ..ForgetfulDisk::default()
@@ -580,6 +587,23 @@ impl Scenario {
     }
 }
 
+/// A blank store whose genesis nonce (which `rejoin` would draw from the
+/// OS when it first starts) is already drawn from the seed, so runs stay a
+/// function of their seed.
+fn blank_store(nonce: u64) -> MemoryStorage {
+    let store = MemoryStorage::new();
+    {
+        let write = store.store_meta(GENESIS_META, nonce.to_be_bytes().to_vec());
+        let mut write = std::pin::pin!(write);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match write.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => result.expect("the in-memory store writes"),
+            std::task::Poll::Pending => unreachable!("the in-memory store completes at once"),
+        }
+    }
+    store
+}
+
 /// Most disks wiped in one run.
 const MAX_WIPES: u64 = 3;
 
@@ -673,7 +697,7 @@ async fn simulate(seed: u64, defect: Defect) -> Run {
                     flush_every: sc.flush_every,
                     ..ForgetfulDisk::default()
                 }))),
-                _ => Disk::Honest(MemoryStorage::new()),
+                _ => Disk::Honest(blank_store(rng.random())),
             };
             let latency = Latency {
                 max_ms: sc.disk_latency_max_ms,
