@@ -590,10 +590,14 @@ impl<S: Storage, T: Transport> Node<S, T> {
         let incarnation = {
             let identity = self.identity.read().expect("poisoned");
             if matches!(request, Request::Accept { .. }) && !fence.is_empty() {
-                identity
-                    .known()
-                    .admits(fence)
-                    .map_err(AcceptorError::Fenced)?;
+                // Its own incarnation counts too: a rebuilt node must refuse
+                // a round that relied on a promise of its earlier
+                // incarnation, or it accepts that round's value over one
+                // chosen meanwhile (tests/model_check.rs,
+                // `mutation_self_not_fenced_is_caught`).
+                let mut known = identity.known();
+                known.record(self.id, identity.incarnation);
+                known.admits(fence).map_err(AcceptorError::Fenced)?;
             }
             identity.incarnation
         };

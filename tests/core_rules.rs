@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use paxos_kv::paxos::ballot::ROUND_RESERVATION;
 use paxos_kv::paxos::{
-    acceptor, Accepted, AcceptorState, Ballot, BallotClock, Members, NodeId, Progress,
-    ReadProgress, ReadRound, Reply, Request, Round, Step,
+    acceptor, rebuilt_vote, Accepted, AcceptorState, Ballot, BallotClock, Fence, Incarnation,
+    Known, Members, NodeId, Progress, ReadProgress, ReadRound, Reply, Request, Round, Step,
+    FIRST_INCARNATION,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{
@@ -2216,4 +2217,236 @@ fn fast_round_table() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// A lost disk: the incarnation fence and the rebuilt vote (inv. 8,
+// `src/paxos/rejoin.rs`).
+// ---------------------------------------------------------------------------
+
+fn known(entries: &[(NodeId, Incarnation)]) -> Known {
+    Known(entries.iter().copied().collect())
+}
+
+fn fence(entries: &[(NodeId, Incarnation)]) -> Fence {
+    let mut fence = Fence::default();
+    for (node, incarnation) in entries {
+        fence.promised(*node, *incarnation);
+    }
+    fence
+}
+
+/// Inv. 8: an accept is refused exactly when its round relied on a promise
+/// of an incarnation older than one recorded; the refusal names it.
+#[test]
+fn fence_rules_table() {
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        &[(NodeId, Incarnation)],
+        &[(NodeId, Incarnation)],
+        Result<(), NodeId>,
+    )> = vec![
+        (
+            "nothing recorded, first incarnations promised",
+            &[],
+            &[(1, 1), (2, 1)],
+            Ok(()),
+        ),
+        ("fast accepts carry no fence", &[(2, 5)], &[], Ok(())),
+        (
+            "a promiser that lost its disk since",
+            &[(2, 2)],
+            &[(1, 1), (2, 1)],
+            Err(2),
+        ),
+        (
+            "the promiser's new incarnation promised",
+            &[(2, 2)],
+            &[(1, 1), (2, 2)],
+            Ok(()),
+        ),
+        (
+            "a newer incarnation than recorded promised",
+            &[(2, 2)],
+            &[(2, 3)],
+            Ok(()),
+        ),
+        (
+            "a non-promiser's incarnation is irrelevant",
+            &[(3, 9)],
+            &[(1, 1), (2, 1)],
+            Ok(()),
+        ),
+        (
+            "two superseded: the lowest id is named",
+            &[(2, 2), (3, 2)],
+            &[(3, 1), (2, 1)],
+            Err(2),
+        ),
+        (
+            "unrecorded means the first incarnation",
+            &[],
+            &[(4, FIRST_INCARNATION)],
+            Ok(()),
+        ),
+    ];
+    for (name, recorded, promisers, expected) in cases {
+        assert_eq!(
+            known(recorded).admits(&fence(promisers)),
+            expected,
+            "{name}"
+        );
+    }
+    let mut table = Known::default();
+    assert_eq!(table.of(7), FIRST_INCARNATION);
+    assert!(table.record(7, 3), "raising changes the table");
+    assert!(!table.record(7, 2), "a lower incarnation is ignored");
+    assert!(!table.record(7, 3), "the same incarnation changes nothing");
+    assert_eq!(table.of(7), 3);
+    assert!(Fence::default().is_empty() && !fence(&[(1, 1)]).is_empty());
+}
+
+fn incarnation_maps() -> impl Strategy<Value = BTreeMap<NodeId, Incarnation>> {
+    proptest::collection::btree_map(1u32..=5, 1u64..=4, 0..=5)
+}
+
+/// Inv. 8, for any table and fence: `admits` refuses iff some promiser's
+/// incarnation is below the recorded one, naming the lowest such id; and
+/// recording only ever turns admitted fences into refused ones (the table
+/// only grows, so a refusal is final).
+#[test]
+fn fence_admits_iff_no_promiser_is_superseded() {
+    let cfg = seeded_config("fence_admits_iff_no_promiser_is_superseded", 2000);
+    let mut runner = TestRunner::new(cfg);
+    let strategy = (incarnation_maps(), incarnation_maps(), (1u32..=5, 1u64..=4));
+    let result = runner.run(&strategy, |(recorded, promisers, (node, raise))| {
+        let mut table = Known(recorded.clone());
+        let fence = Fence(promisers.clone());
+        let superseded = promisers
+            .iter()
+            .find(|(n, inc)| **inc < recorded.get(n).copied().unwrap_or(FIRST_INCARNATION))
+            .map(|(n, _)| *n);
+        prop_assert_eq!(table.admits(&fence), superseded.map_or(Ok(()), Err));
+        let before = table.admits(&fence);
+        let changed = table.record(node, raise);
+        prop_assert_eq!(
+            changed,
+            raise > recorded.get(&node).copied().unwrap_or(FIRST_INCARNATION)
+        );
+        if before.is_err() {
+            prop_assert!(table.admits(&fence).is_err(), "a refusal is final");
+        }
+        Ok(())
+    });
+    fail_on(result);
+}
+
+/// The rebuild rule's rows: the highest classic vote wins over fast votes
+/// and lower ones; a fast vote is kept only when every promiser has it.
+#[test]
+fn rebuilt_vote_table() {
+    let fast = |v| Some(vote(Ballot::FAST, v));
+    let classic = |r, n, v| Some(vote(b(r, n), v));
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, Vec<Option<Accepted<Val>>>, Option<Accepted<Val>>)> = vec![
+        ("no votes", vec![None, None], None),
+        (
+            "one classic vote among blanks",
+            vec![None, classic(2, 1, "a")],
+            classic(2, 1, "a"),
+        ),
+        (
+            "highest classic vote",
+            vec![classic(1, 3, "a"), classic(2, 1, "b")],
+            classic(2, 1, "b"),
+        ),
+        (
+            "classic over fast",
+            vec![fast("x"), classic(1, 1, "a"), fast("x")],
+            classic(1, 1, "a"),
+        ),
+        (
+            "unanimous fast vote",
+            vec![fast("x"), fast("x"), fast("x")],
+            fast("x"),
+        ),
+        ("split fast votes", vec![fast("x"), fast("y")], None),
+        ("a fast vote and a blank", vec![fast("x"), None], None),
+        ("a single promiser's fast vote", vec![fast("x")], fast("x")),
+    ];
+    for (name, promises, expected) in cases {
+        assert_eq!(rebuilt_vote(&promises), expected, "{name}");
+    }
+}
+
+/// Inv. 8, the reason for the rebuild: whatever value is chosen (a
+/// majority voted for it in a classic ballot `c`, later votes at or above
+/// `c` all for it by P2c; or every member voted for it in the fast ballot),
+/// and whichever member lost its disk, the vote rebuilt from the promises
+/// of ANY majority of the other members carries that value.
+#[test]
+fn rebuilt_vote_keeps_a_chosen_value() {
+    let cfg = seeded_config("rebuilt_vote_keeps_a_chosen_value", 3000);
+    let mut runner = TestRunner::new(cfg);
+    // Per member: 0 = no vote, 1 = a lower vote for another value, 2 = a
+    // vote for the chosen value at or above its ballot.
+    let strategy = (
+        prop_oneof![Just(3usize), Just(5usize)],
+        any::<bool>(),
+        proptest::collection::vec((0u8..3, 0u64..3, any::<bool>()), 5),
+        any::<u64>(),
+    );
+    let result = runner.run(&strategy, |(n, fast, members, pick)| {
+        let quorum = n / 2 + 1;
+        let chosen_round = 3u64;
+        let mut votes: Vec<Option<Accepted<Val>>> = Vec::new();
+        for (i, (kind, extra, other_value)) in members.iter().take(n).enumerate() {
+            let node = i as NodeId + 1;
+            let vote_of = if fast {
+                // Every member voted in the fast ballot; some later also in
+                // a classic ballot (for the same value, P2c).
+                if *kind == 2 {
+                    Some(vote(b(1 + extra, node), "v"))
+                } else {
+                    Some(vote(Ballot::FAST, "v"))
+                }
+            } else {
+                // The first `quorum` members chose "v" in round 3.
+                match (i < quorum, kind) {
+                    (true, 0 | 1) => Some(vote(b(chosen_round, 1), "v")),
+                    (true, _) | (false, 2) => Some(vote(b(chosen_round + extra, 1), "v")),
+                    (false, 1) => {
+                        let value = if *other_value { "w" } else { "v" };
+                        Some(vote(b(1 + extra.min(&1), node), value))
+                    }
+                    (false, _) => None,
+                }
+            };
+            votes.push(vote_of);
+        }
+        let wiped = (pick % n as u64) as usize;
+        let others: Vec<usize> = (0..n).filter(|i| *i != wiped).collect();
+        // Any majority of the others: drop (others - quorum) of them.
+        let mut majority = others.clone();
+        let mut r = pick / n as u64;
+        while majority.len() > quorum {
+            let drop = (r % majority.len() as u64) as usize;
+            majority.remove(drop);
+            r /= 3;
+        }
+        let promises: Vec<Option<Accepted<Val>>> =
+            majority.iter().map(|i| votes[*i].clone()).collect();
+        let rebuilt = rebuilt_vote(&promises);
+        prop_assert_eq!(
+            rebuilt.map(|a| a.value),
+            Some("v"),
+            "votes {:?}, wiped {}, majority {:?}",
+            votes,
+            wiped,
+            majority
+        );
+        Ok(())
+    });
+    fail_on(result);
 }

@@ -86,6 +86,49 @@
 //! [`mutation_clock_from_zero_is_caught_as_reused_ballot`]); together with a
 //! `>=` promise rule it does, and the checker finds that too.
 //!
+//! # The wipe fault (issue 8, docs/design.md invariant 8)
+//!
+//! With `wipes`, a server may lose its disk: acceptor state, ballot clock
+//! mark and identity (its incarnation and the incarnations it recorded for
+//! the others) are replaced by a blank disk, and the process restarts at
+//! once. It then follows `src/rejoin.rs`: recovering (it answers no
+//! acceptor request and takes no client request), it learns from a
+//! majority of the others, all serving, the newest incarnation they
+//! recorded for it and takes the next (durably); records it at a majority
+//! of the others (they then refuse accepts whose [`Fence`] names an older
+//! incarnation of it, `Known::admits`); lists the key at a majority of the
+//! serving others; if any holds it, runs phase 1 there with a fresh ballot
+//! (its clock restarted from zero and floored by rejections) and installs
+//! `rebuilt_vote(promises)` with that ballot as its promise (or the decided
+//! value); then serves. Proposers collect the promisers' incarnations from
+//! the promise replies and send them as the accepts' fence, as
+//! `Node::propose` does; an acceptor checks the fence against the table it
+//! recorded plus its own incarnation (`Node::acceptor_step`). Not modelled:
+//! the install and the "rebuilt" mark are one step here (two writes in the
+//! node: a crash between them reruns the rebuild), and the hello, fence and
+//! scan steps are not retried (a retry resends the same messages, which the
+//! duplicating network already redelivers).
+//!
+//! With wipes the "chosen is durable" property counts the servers whose
+//! rebuild finished: a server that rebuilds answers no phase 1, so the
+//! value must be on all but fewer than a majority of the others; and
+//! "ballots unique" is replaced by "one value per ballot" (a wiped server's
+//! clock restarts from zero, and the protocol only keeps it from reusing a
+//! round where an accept could be in flight, which is what agreement needs).
+//!
+//! Measured (2 cores shared with other builds, so slower than idle): one
+//! PUT with a wipe of any server, exhaustive (`PAXOS_KV_MODEL_DEEP=1`):
+//! 1,448,489 states, depth 46, 157 s, safe. In CI the four wipe safety
+//! searches are depth-first and bounded at 10 s each (about 100,000 to
+//! 120,000 states each, none exhaustive). Mutations caught: wipe without
+//! rebuild in 11 steps by "chosen is durable" (2,129 states), and as a GET
+//! that misses an answered PUT in 17 steps (56,193 states, 4.5 s); the
+//! fast-ballot variant in 19 steps (163,528 states, 22 s); a rebuild from
+//! one peer in 27 steps (339,114 states, 40 s). "No fence" and "self not
+//! fenced" need two writers, a wipe and about 25 steps: their searches are
+//! `#[ignore]`d tests (a breadth-first search used 7.6 GB within minutes;
+//! 100 s of depth-first search did not reach the trace).
+//!
 //! Run: `cargo test --release --test model_check -- --nocapture`.
 
 use std::borrow::Cow;
@@ -94,8 +137,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use paxos_kv::paxos::{
-    acceptor, Accepted, AcceptorState, Ballot, BallotClock, Members, NodeId, Progress,
-    ReadProgress, ReadRound, Reply, Request, Round, Step,
+    acceptor, rebuilt_vote, Accepted, AcceptorState, Ballot, BallotClock, Fence, Incarnation,
+    Known, Members, NodeId, Progress, ReadProgress, ReadRound, Reply, Request, Round, Step,
+    FIRST_INCARNATION,
 };
 use stateright::actor::{
     model_timeout, Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id,
@@ -183,10 +227,15 @@ struct Tag {
     client: Id,
     seq: u8,
     call: u8,
-    /// The coordinator's incarnation: a reply never reaches a later
-    /// incarnation (its HTTP connection died with the process).
+    /// The coordinator's process generation (bumped at every start and
+    /// every wipe): a reply never reaches a later one (its HTTP connection
+    /// died with the process).
     incarnation: u8,
 }
+
+/// [`Tag::seq`] of the messages a wiped server sends while it rebuilds
+/// (`src/rejoin.rs`); [`Tag::client`] is then the server itself.
+const REBUILD: u8 = u8::MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Msg {
@@ -204,19 +253,34 @@ enum Msg {
     /// Server to client: 503, the outcome is unknown.
     Unavailable { seq: u8 },
     /// Coordinator to acceptor. No tag: fire and forget (the `Decide`
-    /// announcement, whose answer the node drops).
+    /// announcement, whose answer the node drops). `fence`: the promisers
+    /// of the round, with the incarnation that promised (accepts only).
     Peer {
         tag: Option<Tag>,
         request: Request<Value>,
+        fence: Fence,
     },
-    /// Acceptor to coordinator. `vote` is a ghost field (not in the node's
-    /// protocol): the vote an `Accepted` reply stands for, so the checker can
-    /// tell which values were chosen.
+    /// Acceptor to coordinator, with the acceptor's incarnation. `vote` is
+    /// a ghost field (not in the node's protocol): the vote an `Accepted`
+    /// reply stands for, so the checker can tell which values were chosen.
     PeerReply {
         tag: Tag,
         reply: Reply<Value>,
+        inc: Incarnation,
         vote: Option<Accepted<Value>>,
     },
+    /// A rebuilding server asks a peer who it is (`Control::Hello`).
+    Hello { tag: Tag },
+    /// A serving peer answers: the incarnation it recorded for the asker.
+    HelloReply { tag: Tag, yours: Incarnation },
+    /// Record the sender's new incarnation (`Control::Fence`).
+    FenceReq { tag: Tag, inc: Incarnation },
+    /// The incarnation now recorded for the sender, durable.
+    Fenced { tag: Tag, recorded: Incarnation },
+    /// Which keys do you hold (`Control::Scan`, for the one key here).
+    Scan { tag: Tag },
+    /// A serving peer answers whether it stores the key.
+    Keys { tag: Tag, has: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -227,6 +291,10 @@ enum Timer {
     Op(Id, u8),
     /// Only with [`Mutation::ReplyBeforeSave`]: the delayed write.
     Flush,
+    /// The server loses its disk and restarts blank (the wipe fault).
+    Wipe,
+    /// A rebuild's phase 1 gives up waiting (`rebuild_key`'s deadline).
+    Rebuild,
 }
 
 /// What a server keeps across crashes: the node's sled contents for one key
@@ -235,8 +303,25 @@ enum Timer {
 struct Durable {
     acceptor: AcceptorState<Value>,
     mark: u64,
-    /// Bumped at every start; bounds restarts (see [`Config::max_restarts`]).
+    /// Process generation: bumped at every start and every wipe; the
+    /// restarts it counts are bounded (see [`Config::max_restarts`]).
     incarnation: u8,
+    /// Ghost (kept through a wipe, to bound them): how often this server
+    /// lost its disk.
+    wipes: u8,
+    /// The identity (`src/identity.rs`): this server's incarnation, the
+    /// incarnations it recorded for the others, and whether its rebuild
+    /// finished.
+    me: Incarnation,
+    known: Known,
+    rebuilt: bool,
+}
+
+impl Durable {
+    /// Restarts (not wipes) this server used.
+    fn restarts(&self) -> u32 {
+        u32::from(self.incarnation - self.wipes)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -262,6 +347,37 @@ struct Coord {
     rounds: u8,
     /// Highest round seen in a rejection: the next ballot goes above it.
     seen_round: u64,
+    /// The ballot of the current round (`Ballot::FAST` for a fast one).
+    ballot: Ballot,
+    /// The current round's promisers with their incarnations (invariant 8),
+    /// sent with its accepts as `Node::propose` does.
+    fence: Fence,
+}
+
+/// Where a wiped server is in its rebuild (`src/rejoin.rs`, `rebuild`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Rejoin {
+    /// Step 1: the incarnations the serving others recorded for it.
+    Hello {
+        yours: BTreeMap<NodeId, Incarnation>,
+    },
+    /// Step 2: recording incarnation `inc` at the others.
+    Fencing {
+        inc: Incarnation,
+        fenced: BTreeSet<NodeId>,
+    },
+    /// Step 3a: which of the serving others hold the key.
+    Scanning { listed: BTreeMap<NodeId, bool> },
+    /// Step 3b: phase 1 at the others with a fresh ballot.
+    Rebuilding {
+        ballot: Ballot,
+        promises: BTreeMap<NodeId, Option<Accepted<Value>>>,
+        /// The others that refused (a set: the network duplicates replies,
+        /// and the node counts each call's answer once).
+        failed: BTreeSet<NodeId>,
+        seen_round: u64,
+        attempts: u8,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -277,6 +393,16 @@ struct ServerState {
     done: BTreeSet<(Id, u8)>,
     /// Only with [`Mutation::ReplyBeforeSave`]: state not yet durable.
     unsaved: bool,
+    /// See [`Durable::wipes`].
+    wipes: u8,
+    /// This server's incarnation and the others' it recorded.
+    me: Incarnation,
+    known: Known,
+    /// `Some` while it rebuilds after a wipe: it votes in nothing and
+    /// coordinates nothing (`Health::Recovering`).
+    rejoin: Option<Rejoin>,
+    /// Broadcast counter of the rebuild, for [`Tag::call`].
+    rcall: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -287,6 +413,9 @@ struct ClientState {
     gave_up: bool,
 }
 
+// The states live behind `Arc`s in the checker; boxing the server's would
+// only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum NodeState {
     Server(ServerState),
@@ -318,6 +447,19 @@ enum Mutation {
     /// An acceptor votes again in the fast ballot, for another value (Fast
     /// Paxos allows one fast vote per acceptor, ever).
     SecondFastVote,
+    /// The behaviour before issue 8: a wiped server comes back blank and
+    /// votes at once (`Node::new` over an empty store).
+    WipeWithoutRebuild,
+    /// The rebuild runs, but acceptors ignore the fence of accepts.
+    NoFence,
+    /// The rebuild lists and reads the key through one other server
+    /// instead of a majority of them.
+    RebuildFromOne,
+    /// The fence is checked against the recorded incarnations of the
+    /// others only, not against the acceptor's own: a rebuilt server admits
+    /// an accept whose round relied on a promise of its own earlier
+    /// incarnation (the first version of `Node::acceptor_step`).
+    SelfNotFenced,
 }
 
 #[derive(Clone, Debug)]
@@ -334,6 +476,13 @@ struct Config {
     /// `Node::propose` does when every peer answered lately, and goes on
     /// with classic rounds when that attempt ends without a chosen value.
     fast: bool,
+    /// Wipes in total: a server loses its disk (acceptor state, clock mark,
+    /// identity) and restarts blank.
+    wipes: u8,
+    /// Phase-1 attempts of a rebuild before it stays stuck (recovering).
+    rebuild_attempts: u8,
+    /// Only this server may be wiped (all when `None`).
+    wipe_only: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -356,16 +505,27 @@ fn members() -> Members {
     Members::new((0..SERVERS).map(|i| i as NodeId + 1))
 }
 
-fn broadcast(tag: Option<Tag>, request: Request<Value>, o: &mut Out<Node>) {
+fn broadcast(tag: Option<Tag>, request: Request<Value>, fence: Fence, o: &mut Out<Node>) {
     for m in 0..SERVERS {
         o.send(
             Id::from(m),
             Msg::Peer {
                 tag,
                 request: request.clone(),
+                fence: fence.clone(),
             },
         );
     }
+}
+
+/// The servers other than `id`.
+fn others(id: Id) -> impl Iterator<Item = Id> {
+    (0..SERVERS).map(Id::from).filter(move |m| *m != id)
+}
+
+/// A majority of the members: what a rebuild needs from the others.
+fn quorum() -> usize {
+    members().quorum()
 }
 
 fn same_or_conflict(chosen: Value, own: Value) -> RegRet {
@@ -387,18 +547,43 @@ impl Config {
             acceptor: st.acceptor.clone(),
             mark: st.mark,
             incarnation: st.incarnation,
+            wipes: st.wipes,
+            me: st.me,
+            known: st.known.clone(),
+            rebuilt: st.rejoin.is_none(),
         });
     }
 
-    /// The acceptor side: `Node::handle_acceptor`.
+    /// The fence table an acceptor checks accepts against: the recorded
+    /// incarnations of the others and its own (a rebuilt server refuses a
+    /// round that relied on a promise of its earlier incarnation).
+    fn fence_table(&self, id: Id, st: &ServerState) -> Known {
+        fence_table(self, node_id(id), st.me, &st.known)
+    }
+
+    /// The acceptor side: `Node::handle_acceptor`. A server that rebuilds
+    /// answers nothing; an accept whose fence names a superseded
+    /// incarnation is refused (an error: no reply).
+    #[allow(clippy::too_many_arguments)]
     fn on_peer_request(
         &self,
+        id: Id,
         st: &mut ServerState,
         src: Id,
         tag: Option<Tag>,
         request: Request<Value>,
+        fence: Fence,
         o: &mut Out<Node>,
     ) {
+        if st.rejoin.is_some() {
+            return;
+        }
+        if matches!(request, Request::Accept { .. })
+            && self.mutation != Mutation::NoFence
+            && self.fence_table(id, st).admits(&fence).is_err()
+        {
+            return;
+        }
         let vote = match &request {
             Request::Accept { ballot, value } => Some(Accepted {
                 ballot: *ballot,
@@ -461,7 +646,16 @@ impl Config {
                 Reply::Accepted { .. } => vote,
                 _ => None,
             };
-            o.send(src, Msg::PeerReply { tag, reply, vote });
+            let inc = st.me;
+            o.send(
+                src,
+                Msg::PeerReply {
+                    tag,
+                    reply,
+                    inc,
+                    vote,
+                },
+            );
         }
     }
 
@@ -478,6 +672,11 @@ impl Config {
         let key = (client, seq);
         if st.ops.contains_key(&key) || st.done.contains(&key) {
             return; // a duplicate of a request in hand
+        }
+        if st.rejoin.is_some() {
+            // `Node::serving_by`: the request waits until the server serves
+            // (the message stays in the network, deliverable later).
+            return;
         }
         // Step 1 of both: a decided register is immutable (invariant 5).
         if let Some(chosen) = st.acceptor.decided_value() {
@@ -496,6 +695,8 @@ impl Config {
             call: 0,
             rounds: 0,
             seen_round: 0,
+            ballot: Ballot::FAST,
+            fence: Fence::default(),
         };
         o.set_timer(Timer::Op(client, seq), model_timeout());
         match kind {
@@ -507,7 +708,7 @@ impl Config {
                     call: coord.call,
                     incarnation: st.incarnation,
                 };
-                broadcast(Some(tag), Request::Read, o);
+                broadcast(Some(tag), Request::Read, Fence::default(), o);
                 st.ops.insert(key, coord);
             }
             Kind::Put(own) if self.fast => {
@@ -522,7 +723,7 @@ impl Config {
                     call: coord.call,
                     incarnation: st.incarnation,
                 };
-                broadcast(Some(tag), accept, o);
+                broadcast(Some(tag), accept, Fence::default(), o);
                 st.ops.insert(key, coord);
             }
             Kind::Put(_) => {
@@ -556,13 +757,15 @@ impl Config {
         coord.rounds += 1;
         coord.call += 1;
         coord.phase = Phase::Proposing(round);
+        coord.ballot = next.ballot;
+        coord.fence = Fence::default();
         let tag = Tag {
             client: key.0,
             seq: key.1,
             call: coord.call,
             incarnation: st.incarnation,
         };
-        broadcast(Some(tag), prepare, o);
+        broadcast(Some(tag), prepare, Fence::default(), o);
         o.set_timer(Timer::Op(key.0, key.1), model_timeout());
     }
 
@@ -602,10 +805,11 @@ impl Config {
                     call: coord.call,
                     incarnation: st.incarnation,
                 };
-                broadcast(Some(tag), accept, o);
+                let fence = std::mem::take(&mut coord.fence);
+                broadcast(Some(tag), accept, fence, o);
             }
             Progress::Chosen { ballot, value, .. } => {
-                broadcast(None, Request::Decide { ballot, value }, o);
+                broadcast(None, Request::Decide { ballot, value }, Fence::default(), o);
                 let ret = match coord.kind {
                     // As `Node::put`: the request whose own value was chosen
                     // created it (the node tells values apart by a per-request
@@ -643,7 +847,7 @@ impl Config {
         match progress {
             ReadProgress::Wait => {}
             ReadProgress::Chosen { ballot, value } => {
-                broadcast(None, Request::Decide { ballot, value }, o);
+                broadcast(None, Request::Decide { ballot, value }, Fence::default(), o);
                 self.finish(st, key, Some(RegRet::Got(Some(value))), o);
             }
             ReadProgress::Empty => self.finish(st, key, Some(RegRet::Got(None)), o),
@@ -653,6 +857,7 @@ impl Config {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_peer_reply(
         &self,
         id: Id,
@@ -660,8 +865,15 @@ impl Config {
         src: Id,
         tag: Tag,
         reply: Reply<Value>,
+        inc: Incarnation,
         o: &mut Out<Node>,
     ) {
+        if tag.seq == REBUILD {
+            if self.rejoin_tag_is_current(id, st, &tag) {
+                self.on_rebuild_reply(id, st, node_id(src), reply, o);
+            }
+            return;
+        }
         let key = (tag.client, tag.seq);
         let Some(coord) = st.ops.get_mut(&key) else {
             return;
@@ -691,6 +903,9 @@ impl Config {
                 self.on_read_progress(id, st, key, progress, o);
             }
             Phase::Proposing(round) => {
+                if matches!(reply, Reply::Promise { ballot, .. } if ballot == coord.ballot) {
+                    coord.fence.promised(from, inc);
+                }
                 let progress = round.on_reply(from, reply);
                 self.on_progress(id, st, key, progress, o);
             }
@@ -737,9 +952,18 @@ impl Config {
     }
 
     fn restart(&self, id: Id, storage: &Option<Durable>, o: &mut Out<Node>) -> ServerState {
-        let (acceptor, mark, incarnation) = match storage {
-            Some(d) => (d.acceptor.clone(), d.mark, d.incarnation + 1),
-            None => (AcceptorState::default(), 0, 0),
+        let blank = Durable {
+            acceptor: AcceptorState::default(),
+            mark: 0,
+            incarnation: 0,
+            wipes: 0,
+            me: FIRST_INCARNATION,
+            known: Known::default(),
+            rebuilt: true,
+        };
+        let (d, incarnation) = match storage {
+            Some(d) => (d.clone(), d.incarnation + 1),
+            None => (blank, 0),
         };
         let from_zero = matches!(
             self.mutation,
@@ -748,20 +972,323 @@ impl Config {
         let restored = if from_zero {
             0 // Broken: the durable mark is ignored.
         } else {
-            mark
+            d.mark
         };
         let mut st = ServerState {
-            acceptor,
+            acceptor: d.acceptor,
             clock: BallotClock::restore(node_id(id), restored),
-            mark,
+            mark: d.mark,
             incarnation,
             ops: BTreeMap::new(),
             done: BTreeSet::new(),
             unsaved: false,
+            wipes: d.wipes,
+            me: d.me,
+            known: d.known,
+            rejoin: None,
+            rcall: 0,
         };
+        if !d.rebuilt {
+            // `Node::open` of an identity whose rebuild did not finish:
+            // the rebuild starts over (`rejoin::rebuild`, step 1).
+            self.start_rejoin(id, &mut st, o);
+        }
         self.save(&mut st, o);
+        if self.may_wipe(id, &st) {
+            o.set_timer(Timer::Wipe, model_timeout());
+        }
         st
     }
+
+    fn may_wipe(&self, id: Id, st: &ServerState) -> bool {
+        st.wipes < self.wipes && self.wipe_only.is_none_or(|w| w == usize::from(id))
+    }
+
+    /// The wipe fault: the process dies and its disk is replaced by a blank
+    /// one; it restarts at once. With the rebuild (`Node::open` over a blank
+    /// directory whose cluster exists) it is recovering; with
+    /// [`Mutation::WipeWithoutRebuild`] it serves at once, as before.
+    fn wipe(&self, id: Id, st: &mut ServerState, o: &mut Out<Node>) {
+        for (client, seq) in st.ops.keys() {
+            o.cancel_timer(Timer::Op(*client, *seq));
+        }
+        o.cancel_timer(Timer::Rebuild);
+        o.cancel_timer(Timer::Flush);
+        let mut blank = ServerState {
+            acceptor: AcceptorState::default(),
+            clock: BallotClock::restore(node_id(id), 0),
+            mark: 0,
+            incarnation: st.incarnation + 1,
+            ops: BTreeMap::new(),
+            done: BTreeSet::new(),
+            unsaved: false,
+            wipes: st.wipes + 1,
+            me: FIRST_INCARNATION,
+            known: Known::default(),
+            rejoin: None,
+            rcall: 0,
+        };
+        if self.mutation != Mutation::WipeWithoutRebuild {
+            self.start_rejoin(id, &mut blank, o);
+        }
+        self.save(&mut blank, o);
+        if self.may_wipe(id, &blank) {
+            o.set_timer(Timer::Wipe, model_timeout());
+        }
+        *st = blank;
+    }
+
+    fn rebuild_tag(&self, id: Id, st: &ServerState) -> Tag {
+        Tag {
+            client: id,
+            seq: REBUILD,
+            call: st.rcall,
+            incarnation: st.incarnation,
+        }
+    }
+
+    fn rejoin_tag_is_current(&self, id: Id, st: &ServerState, tag: &Tag) -> bool {
+        st.rejoin.is_some()
+            && tag.client == id
+            && tag.call == st.rcall
+            && tag.incarnation == st.incarnation
+    }
+
+    /// How many of the others a rebuild reads the key through.
+    fn rebuild_quorum(&self) -> usize {
+        if self.mutation == Mutation::RebuildFromOne {
+            1
+        } else {
+            quorum()
+        }
+    }
+
+    /// Step 1: ask the others who this server is.
+    fn start_rejoin(&self, id: Id, st: &mut ServerState, o: &mut Out<Node>) {
+        st.rejoin = Some(Rejoin::Hello {
+            yours: BTreeMap::new(),
+        });
+        st.rcall += 1;
+        let tag = self.rebuild_tag(id, st);
+        for m in others(id) {
+            o.send(m, Msg::Hello { tag });
+        }
+    }
+
+    /// A peer's side of the rebuild messages (`rejoin::handle_control`).
+    fn on_control(&self, st: &mut ServerState, src: Id, msg: Msg, o: &mut Out<Node>) {
+        let from = node_id(src);
+        match msg {
+            // Answered by every node; only serving ones count, so only
+            // they answer here.
+            Msg::Hello { tag } if st.rejoin.is_none() => {
+                let yours = st.known.of(from);
+                o.send(src, Msg::HelloReply { tag, yours });
+            }
+            Msg::FenceReq { tag, inc } => {
+                if st.known.record(from, inc) {
+                    self.save(st, o);
+                }
+                let recorded = st.known.of(from);
+                o.send(src, Msg::Fenced { tag, recorded });
+            }
+            Msg::Scan { tag } if st.rejoin.is_none() => {
+                let has = st.acceptor != AcceptorState::default();
+                o.send(src, Msg::Keys { tag, has });
+            }
+            _ => {}
+        }
+    }
+
+    /// The rebuilding server's side of steps 1 to 3a.
+    fn on_control_reply(&self, id: Id, st: &mut ServerState, src: Id, msg: Msg, o: &mut Out<Node>) {
+        let from = node_id(src);
+        let tag = match &msg {
+            Msg::HelloReply { tag, .. } | Msg::Fenced { tag, .. } | Msg::Keys { tag, .. } => *tag,
+            _ => return,
+        };
+        if !self.rejoin_tag_is_current(id, st, &tag) {
+            return;
+        }
+        let rejoin = st.rejoin.as_mut().expect("rebuilding");
+        match (rejoin, msg) {
+            (Rejoin::Hello { yours }, Msg::HelloReply { yours: y, .. }) => {
+                yours.insert(from, y);
+                if yours.len() >= quorum() {
+                    let newest = yours.values().copied().max().unwrap_or(FIRST_INCARNATION);
+                    let inc = st.me.max(newest) + 1;
+                    st.me = inc;
+                    st.rejoin = Some(Rejoin::Fencing {
+                        inc,
+                        fenced: BTreeSet::new(),
+                    });
+                    st.rcall += 1;
+                    self.save(st, o);
+                    let tag = self.rebuild_tag(id, st);
+                    for m in others(id) {
+                        o.send(m, Msg::FenceReq { tag, inc });
+                    }
+                }
+            }
+            (Rejoin::Fencing { inc, fenced }, Msg::Fenced { recorded, .. }) => {
+                if recorded > *inc {
+                    // A newer incarnation of this server exists: start over.
+                    self.start_rejoin(id, st, o);
+                    return;
+                }
+                if recorded == *inc {
+                    fenced.insert(from);
+                }
+                if fenced.len() >= quorum() {
+                    st.rejoin = Some(Rejoin::Scanning {
+                        listed: BTreeMap::new(),
+                    });
+                    st.rcall += 1;
+                    let tag = self.rebuild_tag(id, st);
+                    for m in others(id) {
+                        o.send(m, Msg::Scan { tag });
+                    }
+                }
+            }
+            (Rejoin::Scanning { listed }, Msg::Keys { has, .. }) => {
+                listed.insert(from, has);
+                if listed.len() >= self.rebuild_quorum() {
+                    if listed.values().any(|h| *h) {
+                        self.start_attempt(id, st, 0, 0, o);
+                    } else {
+                        self.serve(st, o);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Step 3b, `rejoin::rebuild_key`: phase 1 at the others with a fresh
+    /// ballot above every rejection seen; stuck after the attempts run out.
+    fn start_attempt(
+        &self,
+        id: Id,
+        st: &mut ServerState,
+        seen_round: u64,
+        attempts: u8,
+        o: &mut Out<Node>,
+    ) {
+        if attempts >= self.rebuild_attempts {
+            return;
+        }
+        let next = st.clock.next(seen_round);
+        if let Some(mark) = next.reserve {
+            st.mark = mark;
+        }
+        st.rcall += 1;
+        st.rejoin = Some(Rejoin::Rebuilding {
+            ballot: next.ballot,
+            promises: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            seen_round,
+            attempts: attempts + 1,
+        });
+        self.save(st, o);
+        let tag = self.rebuild_tag(id, st);
+        for m in others(id) {
+            o.send(
+                m,
+                Msg::Peer {
+                    tag: Some(tag),
+                    request: Request::Prepare {
+                        ballot: next.ballot,
+                    },
+                    fence: Fence::default(),
+                },
+            );
+        }
+        o.set_timer(Timer::Rebuild, model_timeout());
+    }
+
+    fn on_rebuild_reply(
+        &self,
+        id: Id,
+        st: &mut ServerState,
+        from: NodeId,
+        reply: Reply<Value>,
+        o: &mut Out<Node>,
+    ) {
+        let need = self.rebuild_quorum();
+        let Some(Rejoin::Rebuilding {
+            ballot,
+            promises,
+            failed,
+            seen_round,
+            attempts,
+        }) = st.rejoin.as_mut()
+        else {
+            return;
+        };
+        match reply {
+            Reply::Promise {
+                ballot: b,
+                accepted,
+            } if b == *ballot => {
+                promises.insert(from, accepted);
+                if promises.len() >= need {
+                    st.acceptor = AcceptorState {
+                        promised: *ballot,
+                        accepted: rebuilt_vote(promises.values()),
+                        decided: false,
+                    };
+                    self.serve(st, o);
+                }
+            }
+            Reply::Decided { ballot, value } => {
+                st.acceptor = AcceptorState {
+                    promised: ballot,
+                    accepted: Some(Accepted { ballot, value }),
+                    decided: true,
+                };
+                self.serve(st, o);
+            }
+            reply => {
+                if let Reply::Rejected { promised, .. } = reply {
+                    *seen_round = (*seen_round).max(promised.round);
+                }
+                failed.insert(from);
+                if SERVERS - 1 - failed.len() < need {
+                    let (seen, attempts) = (*seen_round, *attempts);
+                    self.start_attempt(id, st, seen, attempts, o);
+                }
+            }
+        }
+    }
+
+    fn on_rebuild_timeout(&self, id: Id, st: &mut ServerState, o: &mut Out<Node>) {
+        if let Some(Rejoin::Rebuilding {
+            seen_round,
+            attempts,
+            ..
+        }) = st.rejoin
+        {
+            self.start_attempt(id, st, seen_round, attempts, o);
+        }
+    }
+
+    /// Step 4: the rebuilt state (installed by the caller) and the
+    /// finished rebuild are durable together; the server votes again.
+    fn serve(&self, st: &mut ServerState, o: &mut Out<Node>) {
+        st.rejoin = None;
+        o.cancel_timer(Timer::Rebuild);
+        self.save(st, o);
+    }
+}
+
+/// The table an acceptor checks a fence against (`Node::acceptor_step`):
+/// the incarnations recorded for the others, and its own.
+fn fence_table(cfg: &Config, me_id: NodeId, me: Incarnation, known: &Known) -> Known {
+    let mut table = known.clone();
+    if cfg.mutation != Mutation::SelfNotFenced {
+        table.record(me_id, me);
+    }
+    table
 }
 
 /// Applies `f` to a copy of the server state and keeps the copy only when
@@ -816,8 +1343,20 @@ impl Actor for Node {
                     cfg.on_client_request(id, st, src, seq, Kind::Put(value), o)
                 }
                 Msg::Get { seq } => cfg.on_client_request(id, st, src, seq, Kind::Get, o),
-                Msg::Peer { tag, request } => cfg.on_peer_request(st, src, tag, request, o),
-                Msg::PeerReply { tag, reply, .. } => cfg.on_peer_reply(id, st, src, tag, reply, o),
+                Msg::Peer {
+                    tag,
+                    request,
+                    fence,
+                } => cfg.on_peer_request(id, st, src, tag, request, fence, o),
+                Msg::PeerReply {
+                    tag, reply, inc, ..
+                } => cfg.on_peer_reply(id, st, src, tag, reply, inc, o),
+                msg @ (Msg::Hello { .. } | Msg::FenceReq { .. } | Msg::Scan { .. }) => {
+                    cfg.on_control(st, src, msg, o)
+                }
+                msg @ (Msg::HelloReply { .. } | Msg::Fenced { .. } | Msg::Keys { .. }) => {
+                    cfg.on_control_reply(id, st, src, msg, o)
+                }
                 Msg::Done { .. } | Msg::Unavailable { .. } => {}
             }),
             Node::Client(cfg) => {
@@ -856,6 +1395,8 @@ impl Actor for Node {
                     cfg.save(st, o);
                 }
             }
+            Timer::Wipe => cfg.wipe(id, st, o),
+            Timer::Rebuild => cfg.on_rebuild_timeout(id, st, o),
         });
     }
 }
@@ -884,6 +1425,10 @@ struct History {
     ballots: BTreeMap<Ballot, Tag>,
     /// Two broadcasts started rounds with the same ballot.
     ballot_reused: bool,
+    /// The value each classic ballot's accepts carried.
+    accepts: BTreeMap<Ballot, Value>,
+    /// Accepts of one classic ballot carried two values.
+    ballot_split: bool,
 }
 
 type State = ActorModelState<Node, History>;
@@ -909,8 +1454,26 @@ fn record_out(_: &Config, h: &History, env: Envelope<&Msg>) -> Option<History> {
             Some(h)
         }
         Msg::Peer {
+            request: Request::Accept { ballot, value },
+            ..
+        } if *ballot != Ballot::FAST => match h.accepts.get(ballot) {
+            Some(v) if v == value => None,
+            Some(_) if h.ballot_split => None,
+            Some(_) => {
+                let mut h = h.clone();
+                h.ballot_split = true;
+                Some(h)
+            }
+            None => {
+                let mut h = h.clone();
+                h.accepts.insert(*ballot, *value);
+                Some(h)
+            }
+        },
+        Msg::Peer {
             tag: Some(tag),
             request: Request::Prepare { ballot },
+            ..
         } => match h.ballots.get(ballot) {
             Some(first) if first == tag => None,
             Some(_) => {
@@ -957,9 +1520,12 @@ fn record_in(_: &Config, h: &History, env: Envelope<&Msg>) -> Option<History> {
 
 /// Whether every chosen value survives in what the servers saved, so that
 /// any crash and restart can still find it (durability, guarantee 3): for
-/// the lowest ballot `b` in which `v` was chosen, a majority of the saved
-/// acceptor states hold a vote at `b` or above, and every saved vote at `b`
-/// or above is for `v` (Paxos Made Simple's P2c, on disk).
+/// the lowest ballot `b` in which `v` was chosen, every majority of the
+/// saved acceptor states holds a vote at `b` or above, and every saved vote
+/// at `b` or above is for `v` (Paxos Made Simple's P2c, on disk). A server
+/// whose rebuild has not finished answers no phase 1 and holds nothing, so
+/// a majority here is one of the other servers: the value must be on all
+/// but fewer than a majority of them.
 fn chosen_is_durable(state: &State) -> bool {
     let quorum = members().quorum();
     let mut count: BTreeMap<&Accepted<Value>, usize> = BTreeMap::new();
@@ -973,15 +1539,31 @@ fn chosen_is_durable(state: &State) -> bool {
             *b = (*b).min(vote.ballot);
         }
     }
-    let saved: Vec<&Accepted<Value>> = state
+    let disks: Vec<&Durable> = state
         .actor_storages
         .iter()
         .take(SERVERS)
-        .filter_map(|d| d.as_ref().and_then(|d| d.acceptor.accepted.as_ref()))
+        .map(|d| d.as_ref().expect("a server saves at start"))
         .collect();
     lowest.iter().all(|(value, ballot)| {
-        let at_or_above: Vec<_> = saved.iter().filter(|a| a.ballot >= *ballot).collect();
-        at_or_above.len() >= quorum && at_or_above.iter().all(|a| a.value == *value)
+        let at_or_above = |d: &&&Durable| {
+            d.acceptor
+                .accepted
+                .as_ref()
+                .is_some_and(|a| a.ballot >= *ballot)
+        };
+        // A server that rebuilds after a wipe answers no phase 1, so only
+        // the others must leave no majority without the value.
+        let lacking = disks
+            .iter()
+            .filter(|d| d.rebuilt)
+            .filter(|d| !at_or_above(d))
+            .count();
+        let all_for_it = disks
+            .iter()
+            .filter(at_or_above)
+            .all(|d| d.acceptor.accepted.as_ref().map(|a| a.value) == Some(*value));
+        lacking < quorum && all_for_it
     })
 }
 
@@ -1052,15 +1634,33 @@ fn can_restart(cfg: &Config, state: &State) -> bool {
         .actor_storages
         .iter()
         .flatten()
-        .map(|d| u32::from(d.incarnation))
+        .map(Durable::restarts)
         .sum();
     let down = state.crashed.iter().filter(|c| **c).count() as u32;
-    used + down < u32::from(cfg.max_restarts)
+    (used + down < u32::from(cfg.max_restarts)) || can_wipe(cfg, state)
+}
+
+/// Whether a wipe may still happen (to any server): a wipe sets a disk
+/// back to blank, so nothing refused now is refused forever.
+fn can_wipe(cfg: &Config, state: &State) -> bool {
+    let used: u32 = state
+        .actor_storages
+        .iter()
+        .flatten()
+        .map(|d| u32::from(d.wipes))
+        .sum();
+    used < u32::from(cfg.wipes)
 }
 
 /// No reply to this broadcast will ever be taken in by its coordinator.
 fn reply_is_dead(state: &State, coordinator: Id, tag: &Tag) -> bool {
     match &*state.actor_states[usize::from(coordinator)] {
+        NodeState::Server(st) if tag.seq == REBUILD => {
+            state.crashed[usize::from(coordinator)]
+                || tag.incarnation != st.incarnation
+                || st.rejoin.is_none()
+                || st.rcall != tag.call
+        }
         NodeState::Server(st) => {
             state.crashed[usize::from(coordinator)]
                 || tag.incarnation != st.incarnation
@@ -1079,9 +1679,21 @@ fn reply_is_dead(state: &State, coordinator: Id, tag: &Tag) -> bool {
 /// real core confirms the request changes nothing (`Step::Reply`).
 fn request_is_spent(
     cfg: &Config,
-    durable: &AcceptorState<Value>,
+    dst: Id,
+    disk: &Durable,
     request: &Request<Value>,
+    fence: &Fence,
 ) -> bool {
+    let durable = &disk.acceptor;
+    // The recorded incarnations only grow (without a wipe).
+    let fenced = matches!(request, Request::Accept { .. })
+        && cfg.mutation != Mutation::NoFence
+        && fence_table(cfg, node_id(dst), disk.me, &disk.known)
+            .admits(fence)
+            .is_err();
+    if fenced {
+        return true;
+    }
     let refused_forever = match request {
         _ if durable.decided => true,
         Request::Read => true,
@@ -1105,17 +1717,30 @@ fn is_dead(cfg: &Config, state: &State, env: &Envelope<Msg>) -> bool {
             _ => true,
         };
     }
-    let durable = &state.actor_storages[dst]
+    let disk = state.actor_storages[dst]
         .as_ref()
-        .expect("a server saves at start")
-        .acceptor;
+        .expect("a server saves at start");
+    let wipe_ahead = can_wipe(cfg, state);
     match &env.msg {
-        Msg::PeerReply { tag, .. } => reply_is_dead(state, env.dst, tag),
-        Msg::Peer { tag, request } => {
+        Msg::PeerReply { tag, .. }
+        | Msg::HelloReply { tag, .. }
+        | Msg::Fenced { tag, .. }
+        | Msg::Keys { tag, .. } => reply_is_dead(state, env.dst, tag),
+        Msg::Hello { tag } | Msg::Scan { tag } => reply_is_dead(state, env.src, tag),
+        Msg::FenceReq { tag, inc } => {
+            reply_is_dead(state, env.src, tag)
+                && !wipe_ahead
+                && disk.known.of(node_id(env.src)) >= *inc
+        }
+        Msg::Peer {
+            tag,
+            request,
+            fence,
+        } => {
             let answer_dead = tag
                 .as_ref()
                 .is_none_or(|t| reply_is_dead(state, env.src, t));
-            answer_dead && request_is_spent(cfg, durable, request)
+            answer_dead && !wipe_ahead && request_is_spent(cfg, env.dst, disk, request, fence)
         }
         Msg::Put { seq, .. } | Msg::Get { seq } => match &*state.actor_states[dst] {
             // Taken already, and no restart can make the server forget it.
@@ -1212,6 +1837,11 @@ impl Model for Checked {
             Property::always("ballots unique", |_, state: &State| {
                 !state.history.ballot_reused
             }),
+            // One classic ballot carries one value (what phase 2's choice
+            // and `rebuilt_vote` rely on), even across wipes.
+            Property::always("one value per ballot", |_, state: &State| {
+                !state.history.ballot_split
+            }),
             // Guarantee 2: a chosen value is one some client PUT.
             Property::always("validity", |_, state: &State| {
                 let mut all = state.history.chosen.clone();
@@ -1251,6 +1881,8 @@ fn model(cfg: Config, clients: Vec<ClientCfg>, crashes: usize) -> Checked {
             unchosen_answer: false,
             ballots: BTreeMap::new(),
             ballot_reused: false,
+            accepts: BTreeMap::new(),
+            ballot_split: false,
         },
     )
     .actors(servers)
@@ -1272,11 +1904,17 @@ fn model(cfg: Config, clients: Vec<ClientCfg>, crashes: usize) -> Checked {
             .actor_storages
             .iter()
             .flatten()
-            .map(|d| u32::from(d.incarnation))
+            .map(Durable::restarts)
             .sum();
         let down = state.crashed.iter().filter(|c| **c).count() as u32;
         let restarts = restarts + down <= u32::from(cfg.max_restarts);
-        clients_up && restarts
+        let wipes: u32 = state
+            .actor_storages
+            .iter()
+            .flatten()
+            .map(|d| u32::from(d.wipes))
+            .sum();
+        clients_up && restarts && wipes <= u32::from(cfg.wipes)
     });
     Checked { inner, skip: &[] }
 }
@@ -1310,6 +1948,9 @@ impl Scenario {
                 client_at_most_once: true,
                 max_restarts: 1,
                 fast: false,
+                wipes: 0,
+                rebuild_attempts: 2,
+                wipe_only: None,
             },
             clients: Vec::new(),
             crashes: 0,
@@ -1356,7 +1997,7 @@ impl Scenario {
 }
 
 /// The `always` properties: API.md guarantees 1 to 4 and invariants 2 and 5.
-const SAFETY: [&str; 7] = [
+const SAFETY: [&str; 8] = [
     "linearizable",
     "agreement",
     "chosen is durable",
@@ -1364,6 +2005,7 @@ const SAFETY: [&str; 7] = [
     "answers are chosen",
     "decided is chosen",
     "ballots unique",
+    "one value per ballot",
 ];
 
 type Action = ActorModelAction<Msg, Timer, ()>;
@@ -1804,4 +2446,247 @@ fn deep_two_writers_and_readers_with_crash() {
         .client(vec![(1, Put('b')), (2, Get)])
         .crashes(1);
     check_bounded(&scenario, bound_secs());
+}
+
+// ---------------------------------------------------------------------------
+// The wipe fault: a server loses its disk (issue 8, docs/design.md
+// invariant 8, `src/rejoin.rs`).
+// ---------------------------------------------------------------------------
+
+impl Scenario {
+    fn wipes(mut self, wipes: u8) -> Self {
+        self.cfg.wipes = wipes;
+        self
+    }
+}
+
+/// The safety properties of a configuration with a wipe: all of them but
+/// "ballots unique". A wiped server's ballot clock starts from zero, and
+/// the protocol does not keep it from reusing a round of its old
+/// incarnation where no accept can be in flight (its rebuild's rejections
+/// move it past every round that could have one); "one value per ballot"
+/// is what agreement needs from ballots, and it is checked.
+const WIPE_SKIP: &[&str] = &["ballots unique"];
+
+/// One client PUTs `a` through server 0, while any one server may lose
+/// its disk: the chosen value must stay where every phase 1 finds it.
+fn one_put_with_wipe(mutation: Mutation) -> Scenario {
+    let mut s = Scenario::new("one-put+wipe", mutation, 1)
+        .client(vec![(0, Put('a'))])
+        .wipes(1);
+    s.skip = WIPE_SKIP;
+    s
+}
+
+/// One client PUTs `a` through server 0 and then GETs through server 1,
+/// while any one server may lose its disk (and, with `crashes`, one may
+/// crash and restart).
+fn put_then_get_with_wipe(mutation: Mutation, crashes: usize) -> Scenario {
+    let mut s = Scenario::new("put-then-get+wipe", mutation, 1)
+        .client(vec![(0, Put('a')), (1, Get)])
+        .crashes(crashes)
+        .wipes(1);
+    s.skip = WIPE_SKIP;
+    s
+}
+
+/// Two clients PUT `a` through server 2 and `b` through server 1 at once,
+/// while server 0 may lose its disk. Its rebuild ballot (1.1) is below
+/// both writers' first ballots, so the rebuilt server 0 can be promised by
+/// both: the case where a lost promise matters.
+fn contention_with_wipe(mutation: Mutation) -> Scenario {
+    let mut s = Scenario::new("contention+wipe", mutation, 1)
+        .client(vec![(2, Put('a'))])
+        .client(vec![(1, Put('b'))])
+        .wipes(1);
+    s.cfg.wipe_only = Some(0);
+    s.skip = WIPE_SKIP;
+    s
+}
+
+/// Seconds for each time-bounded wipe search in CI: a third of
+/// [`bound_secs`] (10 s by default).
+fn wipe_secs() -> u64 {
+    if deep() {
+        bound_secs()
+    } else {
+        (bound_secs() / 3).max(1)
+    }
+}
+
+/// The new protocol with a wipe: one PUT through server 0, and any server
+/// loses its disk at any moment (before, during or after the PUT): the
+/// chosen value stays on every majority that can answer a phase 1, and no
+/// other is ever chosen. Exhaustive under `PAXOS_KV_MODEL_DEEP=1`;
+/// time-bounded in CI: messages to a server that may still be wiped cannot
+/// be collected as garbage (a wipe sets its promise back), so even this
+/// configuration did not finish within minutes on the loaded CI machine.
+#[test]
+fn rebuild_is_safe_one_put_with_wipe() {
+    let scenario = one_put_with_wipe(Mutation::None);
+    if deep() {
+        check_safe(&scenario);
+    } else {
+        check_bounded(&scenario, wipe_secs());
+    }
+}
+
+/// The new protocol with a wipe: an answered PUT is read back whatever
+/// server loses its disk and when (guarantees 1 to 4). Time-bounded in CI;
+/// exhaustive, with a crash too, under `PAXOS_KV_MODEL_DEEP=1`.
+#[test]
+fn rebuild_is_safe_put_then_get_with_wipe() {
+    if deep() {
+        let mut scenario = put_then_get_with_wipe(Mutation::None, 1);
+        scenario.name = "put-then-get+wipe+crash";
+        check_safe(&scenario);
+    } else {
+        check_bounded(&put_then_get_with_wipe(Mutation::None, 0), wipe_secs());
+    }
+}
+
+/// The new protocol with a wipe under two concurrent writers: rounds that
+/// relied on the wiped server's promises are fenced, and its rebuilt vote
+/// keeps whatever was chosen. Time-bounded (a bug finder, not a proof).
+#[test]
+fn rebuild_is_safe_under_contention_with_wipe() {
+    check_bounded(&contention_with_wipe(Mutation::None), wipe_secs());
+}
+
+/// The new protocol with a wipe and the fast ballot: a value chosen in
+/// ballot 0.0 (every server voted) survives one of them losing its disk.
+/// Time-bounded in CI, exhaustive under `PAXOS_KV_MODEL_DEEP=1`.
+#[test]
+fn rebuild_is_safe_fast_put_then_get_with_wipe() {
+    let mut scenario = put_then_get_with_wipe(Mutation::None, 0).fast();
+    scenario.name = "fast-put-then-get+wipe";
+    if deep() {
+        check_safe(&scenario);
+    } else {
+        check_bounded(&scenario, wipe_secs());
+    }
+}
+
+/// Today's behaviour, as a mutation: a wiped server comes back blank and
+/// votes at once. The chosen value loses a vote on disk at once ("chosen
+/// is durable"), and with that property left out the client sees it: the
+/// GET after an answered PUT finds nothing, or another value is chosen.
+#[test]
+fn mutation_wipe_without_rebuild_is_caught() {
+    let (caught, steps) = check_caught(&put_then_get_with_wipe(Mutation::WipeWithoutRebuild, 0));
+    assert!(caught.contains(&"chosen is durable"), "{caught:?}");
+    println!("wipe without rebuild: caught by {caught:?} in {steps} steps");
+    let mut scenario = put_then_get_with_wipe(Mutation::WipeWithoutRebuild, 0);
+    scenario.skip = &["chosen is durable", "ballots unique"];
+    let (caught, steps) = check_caught(&scenario);
+    assert!(
+        caught.contains(&"linearizable") || caught.contains(&"agreement"),
+        "{caught:?}"
+    );
+    println!("wipe without rebuild, seen by clients: caught by {caught:?} in {steps} steps");
+}
+
+/// Today's behaviour in the fast ballot: a value chosen in ballot 0.0 with
+/// every server's vote is undone by one wiped server (a phase 1 that meets
+/// it finds the fast vote on one promiser only, so it may not keep it).
+#[test]
+fn mutation_wipe_without_rebuild_undoes_a_fast_value() {
+    let mut scenario = put_then_get_with_wipe(Mutation::WipeWithoutRebuild, 0).fast();
+    scenario.name = "fast-put-then-get+wipe-s1";
+    // The reader's server loses its disk (keeps the search small for CI).
+    scenario.cfg.wipe_only = Some(1);
+    scenario.skip = &["chosen is durable", "ballots unique"];
+    let (caught, steps) = check_caught(&scenario);
+    assert!(
+        caught.contains(&"linearizable") || caught.contains(&"agreement"),
+        "{caught:?}"
+    );
+    println!("fast value undone by a wipe: caught by {caught:?} in {steps} steps");
+}
+
+/// A rebuild that reads the key through one other server instead of a
+/// majority of them misses a vote of the chosen value.
+#[test]
+fn mutation_rebuild_from_one_is_caught() {
+    let mut scenario = put_then_get_with_wipe(Mutation::RebuildFromOne, 0);
+    scenario.name = "put-then-get+wipe-s1";
+    // The reader's server loses its disk (keeps the search small for CI).
+    scenario.cfg.wipe_only = Some(1);
+    scenario.skip = &["chosen is durable", "ballots unique"];
+    let (caught, steps) = check_caught(&scenario);
+    assert!(
+        caught.contains(&"linearizable") || caught.contains(&"agreement"),
+        "{caught:?}"
+    );
+    println!("rebuild from one: caught by {caught:?} in {steps} steps");
+}
+
+/// A depth-first search of a broken variant for at most `secs` seconds,
+/// stopping at the first counterexample (not the shortest): for
+/// configurations whose breadth-first search needs more memory than CI has.
+fn check_caught_dfs(scenario: &Scenario, secs: u64) -> Vec<&'static str> {
+    let start = Instant::now();
+    let checker = scenario
+        .model()
+        .checker()
+        .threads(2)
+        .finish_when(HasDiscoveries::AnyFailures)
+        .timeout(std::time::Duration::from_secs(secs))
+        .spawn_dfs()
+        .join();
+    let caught: Vec<&'static str> = SAFETY
+        .into_iter()
+        .filter(|p| !scenario.skip.contains(p))
+        .filter(|p| checker.discovery(p).is_some())
+        .collect();
+    println!(
+        "[{}] DFS: {} unique states, {:.1?}, caught: {caught:?}",
+        scenario.name,
+        checker.unique_state_count(),
+        start.elapsed()
+    );
+    if let Some(first) = caught.first() {
+        let path = checker.discovery(first).expect("just found");
+        print_trace(scenario.name, first, &path);
+    }
+    caught
+}
+
+/// Accepts not fenced (n = 3): a writer holds a promise of server 0's old
+/// incarnation and its own, for a ballot above server 0's rebuild ballot;
+/// the rebuilt server 0 accepts the other writer's lower ballot, which is
+/// chosen, and then the first writer's accepts are chosen too. A
+/// depth-first search bounded by `PAXOS_KV_MODEL_SECS`; ignored: the
+/// breadth-first search that finds such a long trace needs more memory than
+/// CI has (7.6 GB after a few minutes), and 100 s of depth-first search did
+/// not reach it. Run with `-- --ignored` and a generous bound.
+#[test]
+#[ignore = "the counterexample is beyond what a bounded search reaches in CI"]
+fn mutation_no_fence_is_caught() {
+    let mut scenario = contention_with_wipe(Mutation::NoFence);
+    scenario.skip = &["ballots unique"];
+    let caught = check_caught_dfs(&scenario, bound_secs());
+    assert!(
+        !caught.is_empty(),
+        "no fence: not caught in {} s",
+        bound_secs()
+    );
+}
+
+/// The fence checked against the others' incarnations only (the first
+/// version of `Node::acceptor_step`): the rebuilt server 0 accepts a round
+/// that relied on its old incarnation's promise, over a value chosen
+/// meanwhile by the other writer ("chosen is durable", then agreement).
+/// Ignored, as above: 100 s of depth-first search did not reach it.
+#[test]
+#[ignore = "the counterexample is beyond what a bounded search reaches in CI"]
+fn mutation_self_not_fenced_is_caught() {
+    let mut scenario = contention_with_wipe(Mutation::SelfNotFenced);
+    scenario.skip = &["ballots unique"];
+    let caught = check_caught_dfs(&scenario, bound_secs());
+    assert!(
+        !caught.is_empty(),
+        "self not fenced: not caught in {} s",
+        bound_secs()
+    );
 }
