@@ -69,12 +69,29 @@ pub enum ApiError {
     /// 400 on a peer route.
     #[error("bad peer message: {0}")]
     BadPeerMessage(String),
+    /// 400: a query parameter makes no sense.
+    #[error("{0}")]
+    BadQuery(String),
     /// 404 for unknown paths.
     #[error("no such route; the API is under /v1/kv/<key>")]
     NoRoute,
     /// 405.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 503: as many console event streams are open as a node serves.
+    #[error(
+        "this node serves as many event streams as it may; close a console or ask another node"
+    )]
+    TooManyViewers,
+    /// 404: a route of `paxos-kv dev` only.
+    #[error("stopping and starting nodes is only possible in a `paxos-kv dev` cluster")]
+    DevOnly,
+    /// 404: the dev cluster has no such node.
+    #[error("the dev cluster has no node {0}")]
+    NoSuchNode(u32),
+    /// 409: a dev node cannot change state now (already down, already up).
+    #[error("{0}")]
+    DevControl(String),
     /// 503: the node serves as many connections as it may.
     #[error("this node has too many open connections; retry later or ask another node")]
     Overloaded,
@@ -83,16 +100,17 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadKey(_) | ApiError::BadBody(_) | ApiError::BadPeerMessage(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadKey(_)
+            | ApiError::BadBody(_)
+            | ApiError::BadPeerMessage(_)
+            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::Node(NodeError::Unavailable) | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Node(NodeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Node(e) => node_status(e),
+            ApiError::Overloaded | ApiError::TooManyViewers => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DevOnly | ApiError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+            ApiError::DevControl(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -118,6 +136,23 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// The status a node failure maps to (the one place, with [`ApiError`]).
+pub fn node_status(error: &NodeError) -> StatusCode {
+    match error {
+        NodeError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The status a PUT outcome maps to (docs/api.md, `PUT /v1/kv/{key}`).
+pub fn put_status(outcome: &PutOutcome) -> StatusCode {
+    match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::AlreadyChosen => StatusCode::OK,
+        PutOutcome::Conflict(_) => StatusCode::CONFLICT,
     }
 }
 
@@ -203,18 +238,15 @@ async fn put_value<S: Storage, T: Transport>(
     }
     let value = read_body(body, limit, state.body_timeout).await?;
     let outcome = state.node.put(&key, value).await?;
+    let status = put_status(&outcome);
     Ok(match outcome {
-        PutOutcome::Created => (
-            StatusCode::CREATED,
-            Json(json!({ "key": key, "created": true })),
-        )
-            .into_response(),
-        PutOutcome::AlreadyChosen => (
-            StatusCode::OK,
-            Json(json!({ "key": key, "created": false })),
-        )
-            .into_response(),
-        PutOutcome::Conflict(chosen) => raw(StatusCode::CONFLICT, chosen),
+        PutOutcome::Created => {
+            (status, Json(json!({ "key": key, "created": true }))).into_response()
+        }
+        PutOutcome::AlreadyChosen => {
+            (status, Json(json!({ "key": key, "created": false }))).into_response()
+        }
+        PutOutcome::Conflict(chosen) => raw(status, chosen),
     })
 }
 
@@ -257,7 +289,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
+/// Whether `headers` carry the cluster token (always, when none is set).
+pub(crate) fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(token) = token else {
         return true;
     };

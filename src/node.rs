@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
+use crate::events::{in_request, EventBus, Kind};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
     acceptor, Ballot, BallotClock, Members, NodeId, Progress, ReadProgress, ReadRound, Reply,
@@ -112,6 +113,8 @@ pub struct Node<S, T> {
     /// When each peer last answered.
     last_seen: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     metrics: Metrics,
+    /// Protocol events for the console (`src/events.rs`).
+    events: EventBus,
 }
 
 const KEY_LOCK_STRIPES: usize = 4096;
@@ -144,6 +147,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
             rng: std::sync::Mutex::new(rng),
             last_seen: std::sync::Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
+            events: EventBus::new(id),
         }))
     }
 
@@ -160,6 +164,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// This node's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// This node's protocol events (the console's feed).
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// This node's storage.
@@ -239,7 +248,12 @@ impl<S: Storage, T: Transport> Node<S, T> {
         request: Request<Value>,
     ) -> tokio::task::JoinHandle<Result<Reply8, StorageError>> {
         let node = self.clone();
-        tokio::spawn(async move { node.acceptor_step(&key, request).await })
+        let heard = self.events.heard(&key, &request);
+        tokio::spawn(async move {
+            let reply = node.acceptor_step(&key, request).await;
+            node.events.stepped(heard, &reply);
+            reply
+        })
     }
 
     async fn acceptor_step(
@@ -279,11 +293,20 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Writes `value` to the register `key` once (API.md `PUT`).
     pub async fn put(self: &Arc<Self>, key: &str, value: Bytes) -> Result<PutOutcome, NodeError> {
-        let deadline = Instant::now() + self.timing.request_timeout;
         let own = Value {
             writer: self.rng.lock().expect("poisoned").random(),
             bytes: value,
         };
+        let req = own.writer;
+        self.events
+            .client_start(Kind::PutStart, key, req, Some(&own.bytes));
+        let result = in_request(req, self.put_value(key, own)).await;
+        self.events.put_ended(key, req, &result);
+        result
+    }
+
+    async fn put_value(self: &Arc<Self>, key: &str, own: Value) -> Result<PutOutcome, NodeError> {
+        let deadline = Instant::now() + self.timing.request_timeout;
         let outcome = match self.local_decided(key)? {
             Some(chosen) => same_or_conflict(chosen, &own.bytes),
             None => match self.propose(key, Some(own.clone()), deadline).await {
@@ -308,7 +331,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Reads the register `key` (API.md `GET`): `Some(value)` when a value is
     /// chosen, `None` when a majority confirms nothing is.
     pub async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Bytes>, NodeError> {
-        let result = self.get_with_path(key).await;
+        let req = self.events.request_id();
+        self.events.client_start(Kind::GetStart, key, req, None);
+        let result = in_request(req, self.get_with_path(key)).await;
+        self.events.get_ended(key, req, &result);
         match &result {
             Ok((None, _)) => inc(&self.metrics.get_not_found),
             Ok((Some(_), ReadPath::Local)) => inc(&self.metrics.get_local),
@@ -390,6 +416,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
         deadline: Instant,
     ) -> Result<Finished, NodeError> {
         let key: Arc<str> = Arc::from(key);
+        if own.is_none() {
+            self.events.recovery(&key);
+        }
         if let Some(value) = own.as_ref().filter(|_| self.every_peer_answered_lately()) {
             if let Some(chosen) = self.fast_round(&key, value.clone(), deadline).await? {
                 return Ok(Finished::Chosen(chosen));
@@ -531,17 +560,30 @@ impl<S: Storage, T: Transport> Node<S, T> {
         request: Request<Value>,
     ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let req = crate::events::current_request();
         for member in self.members.iter() {
             let (node, key, request, tx) = (self.clone(), key.clone(), request.clone(), tx.clone());
-            tokio::spawn(async move {
+            tokio::spawn(in_request(req, async move {
                 let result = node.call(member, &key, request).await;
                 let _ = tx.send((member, result));
-            });
+            }));
         }
         rx
     }
 
     async fn call(self: &Arc<Self>, to: NodeId, key: &str, request: Request<Value>) -> CallResult {
+        let sent = self.events.sent(to, key, &request);
+        let result = self.call_member(to, key, request).await;
+        self.events.replied(sent, &result);
+        result
+    }
+
+    async fn call_member(
+        self: &Arc<Self>,
+        to: NodeId,
+        key: &str,
+        request: Request<Value>,
+    ) -> CallResult {
         if to == self.id {
             return self
                 .handle_acceptor(key, request)

@@ -132,6 +132,8 @@ pub struct Prepared {
     node: Arc<ProdNode>,
     limits: Limits,
     stats: Arc<ConnectionStats>,
+    /// Console controls of a `paxos-kv dev` cluster, when this node is in one.
+    dev: Option<Arc<crate::console::DevControl>>,
 }
 
 /// Opens the data directory and builds the node. Binds nothing, so every
@@ -160,6 +162,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         node,
         limits: Limits::default(),
         stats: Arc::default(),
+        dev: None,
     })
 }
 
@@ -172,6 +175,13 @@ impl Prepared {
     /// Serves under `limits` instead of [`Limits::default`].
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Lets this node's console stop and start the nodes of `dev`
+    /// (`paxos-kv dev` only).
+    pub fn with_dev(mut self, dev: Arc<crate::console::DevControl>) -> Self {
+        self.dev = Some(dev);
         self
     }
 
@@ -192,6 +202,7 @@ impl Prepared {
             node,
             limits,
             stats,
+            dev,
         } = self;
         if config.token.is_none() {
             tracing::warn!(
@@ -210,10 +221,22 @@ impl Prepared {
                 .collect(),
             connections: stats.clone(),
         });
+        let (console, console_closing) = crate::console::Console::new(
+            node.clone(),
+            config.token.clone(),
+            state.peer_urls.clone(),
+            dev,
+        )?;
+        let app = router(state).merge(crate::console::router(console));
+        // Event streams never end by themselves: end them when the node stops.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = console_closing.send(true);
+        };
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(id = config.id, %addr, members = config.peers.len(), "serving");
-        let result = serve(listener, router(state), limits, stats, shutdown).await;
+        let result = serve(listener, app, limits, stats, shutdown).await;
         heartbeat.abort();
         node.storage()
             .flush()
