@@ -60,6 +60,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A relay that sends more than this without a message boundary is cut.
 const MAX_FRAME: usize = 64 * 1024;
 
+/// Marks a stream's greeting message.
+const HELLO: &[u8] = br#""kind":"hello""#;
+
 /// The query of `GET /v1/events`.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -274,8 +277,9 @@ async fn relay_once(relay: &Relay, tx: &mpsc::Sender<Bytes>, lost: &AtomicU64) -
                 let Some(data) = line.strip_prefix(b"data: ") else {
                     continue;
                 };
-                // The peer's greeting is for its own viewers.
-                if data.starts_with(br#"{"kind":"hello""#) {
+                // The peer's greeting is for its own viewers. (Inside a JSON
+                // string the quotes would be escaped: no false match.)
+                if data.windows(HELLO.len()).any(|w| w == HELLO) {
                     continue;
                 }
                 if !offer(tx, lost, frame(data)) {
