@@ -7,7 +7,9 @@
 //! only the node that served the page). `scope=local` is this node's events
 //! only, and needs the cluster token when one is set.
 //!
-//! Bounds: at most [`super::MAX_VIEWERS`] streams per node; each stream has
+//! Bounds: a watched node reports at most
+//! [`crate::events::EVENTS_PER_SECOND`] events, and counts the rest as lost;
+//! at most [`super::MAX_VIEWERS`] streams per node; each stream has
 //! an outbox of [`OUTBOX`] messages; when it is full (the viewer reads
 //! slower than the cluster runs), new messages are dropped and counted, and
 //! the count goes to the viewer as `{"kind":"lost","node":N,"lost":COUNT}`
@@ -185,11 +187,16 @@ async fn forward_local(
     tx: mpsc::Sender<Bytes>,
     lost: Arc<AtomicU64>,
 ) {
+    let mut skipped = 0;
     loop {
         let received = tokio::select! {
             () = tx.closed() => return,
             received = subscription.rx.recv() => received,
         };
+        // Events the node did not build (over its budget) count as lost too.
+        let now_skipped = subscription.skipped();
+        lost.fetch_add(now_skipped - skipped, Ordering::Relaxed);
+        skipped = now_skipped;
         match received {
             Ok(event) => {
                 if key.as_ref().is_some_and(|k| **k != *event.key) {
