@@ -475,6 +475,16 @@ async fn metrics<S: Storage, T: Transport>(
             "Connections refused with 503 at the connection limit since start.",
             state.connections.shed(),
         ),
+        (
+            "paxos_kv_console_events_dropped",
+            "Protocol events dropped for console viewers that read too slowly, since start.",
+            node.events().dropped(),
+        ),
+        (
+            "paxos_kv_console_events_skipped",
+            "Protocol events not reported, over the budget of a watched node, since start.",
+            node.events().skipped(),
+        ),
     ]);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

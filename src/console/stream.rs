@@ -12,8 +12,11 @@
 //! at most [`super::MAX_VIEWERS`] streams per node; each stream has
 //! an outbox of [`OUTBOX`] messages; when it is full (the viewer reads
 //! slower than the cluster runs), new messages are dropped and counted, and
-//! the count goes to the viewer as `{"kind":"lost","node":N,"lost":COUNT}`
-//! (N: the node whose stream dropped them; counts only grow). A viewer
+//! the count goes to the viewer as
+//! `{"kind":"lost","node":N,"lost":COUNT,"dropped":D}` (N: the node whose
+//! stream lost them; COUNT: every event the viewer missed, D: those dropped
+//! because the viewer read too slowly, the rest being over the node's
+//! budget; counts only grow). A viewer
 //! that stops reading altogether is cut by the connection's write timeout
 //! (`src/server.rs`). Nothing here ever makes the node wait. Relays
 //! reconnect with backoff ([`RELAY_BACKOFF_MIN`] doubling to
@@ -104,7 +107,7 @@ pub async fn events<S: Storage, T: Transport>(
     let me = console.node.id();
     let key: Option<Arc<str>> = query.key.map(Arc::from);
     let (tx, rx) = mpsc::channel::<Bytes>(OUTBOX);
-    let lost = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(Lost::new(console.node.events().dropped_counter()));
     let subscription = console.node.events().subscribe();
     tokio::spawn(forward_local(
         subscription,
@@ -169,14 +172,46 @@ fn frame(json: &[u8]) -> Bytes {
 
 /// Queues `message` for the viewer, or counts it lost when the outbox is
 /// full. `false` when the viewer is gone.
-fn offer(tx: &mpsc::Sender<Bytes>, lost: &AtomicU64, message: Bytes) -> bool {
+fn offer(tx: &mpsc::Sender<Bytes>, lost: &Lost, message: Bytes) -> bool {
     match tx.try_send(message) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            lost.fetch_add(1, Ordering::Relaxed);
+            lost.drop_some(1);
             true
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// What one stream's viewer missed.
+#[derive(Debug)]
+struct Lost {
+    /// Dropped because the viewer read too slowly (outbox full, or the bus
+    /// moved on).
+    dropped: AtomicU64,
+    /// Not reported by this node: over its event budget.
+    skipped: AtomicU64,
+    /// This node's count of drops, for `/metrics`.
+    node_dropped: Arc<AtomicU64>,
+}
+
+impl Lost {
+    fn new(node_dropped: Arc<AtomicU64>) -> Self {
+        Lost {
+            dropped: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            node_dropped,
+        }
+    }
+
+    fn drop_some(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.node_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> (u64, u64) {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        (dropped + self.skipped.load(Ordering::Relaxed), dropped)
     }
 }
 
@@ -185,7 +220,7 @@ async fn forward_local(
     mut subscription: Subscription,
     key: Option<Arc<str>>,
     tx: mpsc::Sender<Bytes>,
-    lost: Arc<AtomicU64>,
+    lost: Arc<Lost>,
 ) {
     let mut skipped = 0;
     loop {
@@ -195,7 +230,8 @@ async fn forward_local(
         };
         // Events the node did not build (over its budget) count as lost too.
         let now_skipped = subscription.skipped();
-        lost.fetch_add(now_skipped - skipped, Ordering::Relaxed);
+        lost.skipped
+            .fetch_add(now_skipped - skipped, Ordering::Relaxed);
         skipped = now_skipped;
         match received {
             Ok(event) => {
@@ -208,7 +244,7 @@ async fn forward_local(
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                lost.fetch_add(n, Ordering::Relaxed);
+                lost.drop_some(n);
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -226,7 +262,7 @@ struct Relay {
 
 /// Relays one peer's local stream into the outbox, reconnecting with
 /// backoff, until the viewer leaves.
-async fn relay(relay: Relay, tx: mpsc::Sender<Bytes>, lost: Arc<AtomicU64>) {
+async fn relay(relay: Relay, tx: mpsc::Sender<Bytes>, lost: Arc<Lost>) {
     let mut backoff = RELAY_BACKOFF_MIN;
     loop {
         let started = Instant::now();
@@ -250,7 +286,7 @@ async fn relay(relay: Relay, tx: mpsc::Sender<Bytes>, lost: Arc<AtomicU64>) {
 }
 
 /// One relay connection; returns why it ended.
-async fn relay_once(relay: &Relay, tx: &mpsc::Sender<Bytes>, lost: &AtomicU64) -> String {
+async fn relay_once(relay: &Relay, tx: &mpsc::Sender<Bytes>, lost: &Lost) -> String {
     let mut request = relay.client.get(&relay.url).query(&[("scope", "local")]);
     if let Some(key) = &relay.key {
         request = request.query(&[("key", &**key)]);
@@ -306,7 +342,7 @@ struct Outbox {
     me: NodeId,
     hello: Option<Bytes>,
     rx: mpsc::Receiver<Bytes>,
-    lost: Arc<AtomicU64>,
+    lost: Arc<Lost>,
     reported: u64,
     closing: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -317,10 +353,10 @@ impl Outbox {
         if let Some(hello) = self.hello.take() {
             return Some((Ok(hello), self));
         }
-        let lost = self.lost.load(Ordering::Relaxed);
+        let (lost, dropped) = self.lost.total();
         if lost != self.reported {
             self.reported = lost;
-            let note = json!({ "kind": "lost", "node": self.me, "lost": lost });
+            let note = json!({ "kind": "lost", "node": self.me, "lost": lost, "dropped": dropped });
             return Some((Ok(frame(note.to_string().as_bytes())), self));
         }
         if *self.closing.borrow() {
