@@ -326,8 +326,11 @@ impl EventBus {
     }
 
     /// A new id for a GET: node id in the top 16 bits, a counter below
-    /// (PUT ids are random 64-bit writer ids).
+    /// (PUT ids are random 64-bit writer ids); 0 (none) while unwatched.
     pub fn request_id(&self) -> u64 {
+        if !self.watched() {
+            return 0;
+        }
         (u64::from(self.node) << 48)
             | (self.next_request.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff)
     }
