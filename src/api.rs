@@ -95,6 +95,20 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 503: as many console event streams are open as a node serves.
+    #[error(
+        "this node serves as many event streams as it may; close a console or ask another node"
+    )]
+    TooManyViewers,
+    /// 404: a route of `paxos-kv dev` only.
+    #[error("stopping and starting nodes is only possible in a `paxos-kv dev` cluster")]
+    DevOnly,
+    /// 404: the dev cluster has no such node.
+    #[error("the dev cluster has no node {0}")]
+    NoSuchNode(u32),
+    /// 409: a dev node cannot change state now (already down, already up).
+    #[error("{0}")]
+    DevControl(String),
     /// 503: the node serves as many connections as it may.
     #[error("this node has too many open connections; retry later or ask another node")]
     Overloaded,
@@ -143,6 +157,9 @@ impl ApiError {
             ApiError::Node(NodeError::Storage(_))
             | ApiError::Acceptor(AcceptorError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::OtherCluster(_) => StatusCode::CONFLICT,
+            ApiError::TooManyViewers => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DevOnly | ApiError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+            ApiError::DevControl(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -177,6 +194,23 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// The status a node failure maps to (the one place, with [`ApiError`]).
+pub fn node_status(error: &NodeError) -> StatusCode {
+    match error {
+        NodeError::Unavailable | NodeError::NotServing(_) => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The status a PUT outcome maps to (docs/api.md, `PUT /v1/kv/{key}`).
+pub fn put_status(outcome: &PutOutcome) -> StatusCode {
+    match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::AlreadyChosen => StatusCode::OK,
+        PutOutcome::Conflict(_) => StatusCode::CONFLICT,
     }
 }
 
@@ -309,18 +343,15 @@ async fn put_value<S: Storage, T: Transport>(
     }
     let value = read_body(body, limit, state.body_timeout).await?;
     let outcome = state.node.put(&key, value).await?;
+    let status = put_status(&outcome);
     Ok(match outcome {
-        PutOutcome::Created => (
-            StatusCode::CREATED,
-            Json(json!({ "key": key, "created": true })),
-        )
-            .into_response(),
-        PutOutcome::AlreadyChosen => (
-            StatusCode::OK,
-            Json(json!({ "key": key, "created": false })),
-        )
-            .into_response(),
-        PutOutcome::Conflict(chosen) => raw(StatusCode::CONFLICT, chosen),
+        PutOutcome::Created => {
+            (status, Json(json!({ "key": key, "created": true }))).into_response()
+        }
+        PutOutcome::AlreadyChosen => {
+            (status, Json(json!({ "key": key, "created": false }))).into_response()
+        }
+        PutOutcome::Conflict(chosen) => raw(status, chosen),
     })
 }
 
@@ -478,7 +509,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
+/// Whether `headers` carry the cluster token (always, when none is set).
+pub(crate) fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(token) = token else {
         return true;
     };
@@ -800,6 +832,16 @@ async fn metrics<S: Storage, T: Transport>(
                 "paxos_kv_shed_connections",
                 "Connections refused with 503 at the connection limit since start.",
                 state.connections.shed(),
+            ),
+            (
+                "paxos_kv_console_events_dropped",
+                "Protocol events dropped for console viewers that read too slowly, since start.",
+                node.events().dropped(),
+            ),
+            (
+                "paxos_kv_console_events_skipped",
+                "Protocol events not reported, over the budget of a watched node, since start.",
+                node.events().skipped(),
             ),
         ],
     );

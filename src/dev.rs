@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use rand::Rng;
 
 use crate::config::{Config, ServeArgs};
-use crate::server::{bind, prepare, termination};
+use crate::console::DevControl;
+use crate::server::{prepare, termination};
 
 /// The flags of `paxos-kv dev`.
 #[derive(clap::Args, Debug, Clone)]
@@ -57,36 +58,33 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
         };
         configs.push(serve.validate()?);
     }
+    // Every node is opened before any is started, so a bad data dir fails
+    // the whole command before a port is taken.
     let mut prepared = Vec::new();
     for config in configs {
-        let listen = config.listen;
-        prepared.push((listen, prepare(config)?));
+        let node = prepare(config.clone())?;
+        prepared.push((config, node));
     }
+    let control = DevControl::new();
     let mut running = Vec::new();
-    for (listen, node) in prepared {
-        let listener = bind(listen).await?;
-        running.push(node.spawn(listener)?);
+    for (config, node) in prepared {
+        running.push(control.launch(config, node).await?);
     }
-    let first = running[0].addr();
-    let last = running[running.len() - 1].addr();
+    let first = running[0].addr;
+    let last = running[running.len() - 1].addr;
     println!(
         "paxos-kv dev cluster: {} nodes, data under {}",
         args.nodes,
         args.data_dir.display()
     );
-    for (i, server) in running.iter().enumerate() {
-        println!("  node {}  http://{}", i + 1, server.addr());
+    for node in &running {
+        println!("  node {}  http://{}", node.id, node.addr);
     }
+    println!("watch Paxos live: http://{first}/");
     println!("try:");
     println!("  curl -i -X PUT --data-binary 'hello' http://{first}/v1/kv/greeting");
     println!("  curl -i http://{last}/v1/kv/greeting");
     println!("Ctrl-C stops the cluster; the data stays for the next run.");
     termination().await;
-    let mut result = Ok(());
-    for server in running {
-        if let Err(e) = server.stop().await {
-            result = Err(e);
-        }
-    }
-    result
+    control.stop_all().await
 }

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio::time::Instant;
 
+use crate::events::{in_request, EventBus, Kind};
 use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
@@ -208,6 +209,8 @@ pub struct Node<S, T> {
     acceptor_slots: Arc<Semaphore>,
     /// Readers of `GET ?wait`, woken when a decided state is stored.
     waiters: Waiters,
+    /// Protocol events for the console (`src/events.rs`).
+    events: EventBus,
 }
 
 const KEY_LOCK_STRIPES: usize = 4096;
@@ -358,6 +361,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
             peer_notes: std::sync::Mutex::new(BTreeMap::new()),
             acceptor_slots: Arc::new(Semaphore::new(MAX_ACCEPTOR_STEPS)),
             waiters: Waiters::default(),
+            events: EventBus::new(id),
         }))
     }
 
@@ -472,6 +476,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
         &self.metrics
     }
 
+    /// This node's protocol events (the console's feed).
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
     /// This node's storage.
     pub fn storage(&self) -> &S {
         &self.storage
@@ -573,8 +582,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
             .try_acquire_owned()
             .map_err(|_| AcceptorError::Overloaded)?;
         let node = self.clone();
+        let heard = self.events.heard(&key, &request);
         Ok(tokio::spawn(async move {
             let answer = node.acceptor_step(&key, request, &fence).await;
+            node.events.stepped(heard, &answer);
             drop(slot);
             answer
         }))
@@ -660,15 +671,24 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Writes `value` to the register `key` once (API.md `PUT`).
     pub async fn put(self: &Arc<Self>, key: &str, value: Bytes) -> Result<PutOutcome, NodeError> {
+        let own = Value {
+            writer: self.rng.lock().expect("poisoned").random(),
+            bytes: value,
+        };
+        let req = own.writer;
+        self.events
+            .client_start(Kind::PutStart, key, req, Some(&own.bytes));
+        let result = in_request(req, self.put_value(key, own)).await;
+        self.events.put_ended(key, req, &result);
+        result
+    }
+
+    async fn put_value(self: &Arc<Self>, key: &str, own: Value) -> Result<PutOutcome, NodeError> {
         let deadline = Instant::now() + self.timing.request_timeout;
         if let Err(e) = self.serving_by(deadline).await {
             inc(&self.metrics.unavailable);
             return Err(e);
         }
-        let own = Value {
-            writer: self.rng.lock().expect("poisoned").random(),
-            bytes: value,
-        };
         let outcome = match self.local_decided(key)? {
             Some(chosen) => same_or_conflict(chosen, &own.bytes),
             None => match self.propose(key, Some(own.clone()), deadline).await {
@@ -693,7 +713,10 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Reads the register `key` (API.md `GET`): `Some(value)` when a value is
     /// chosen, `None` when a majority confirms nothing is.
     pub async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Bytes>, NodeError> {
-        let result = self.get_with_path(key).await;
+        let req = self.events.request_id();
+        self.events.client_start(Kind::GetStart, key, req, None);
+        let result = in_request(req, self.get_with_path(key)).await;
+        self.events.get_ended(key, req, &result);
         match &result {
             Ok((None, _)) => inc(&self.metrics.get_not_found),
             Ok((Some(_), ReadPath::Local)) => inc(&self.metrics.get_local),
@@ -797,6 +820,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> Result<Finished, NodeError> {
         let key: Arc<str> = Arc::from(key);
         let mut seen_round = 0u64;
+        if own.is_none() {
+            self.events.recovery(&key);
+        }
         if let Some(value) = own.as_ref().filter(|_| self.every_peer_answered_lately()) {
             match self.fast_round(&key, value.clone(), deadline).await? {
                 Fast::Chosen(chosen) => return Ok(Finished::Chosen(chosen)),
@@ -997,6 +1023,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         fence: Fence,
     ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let req = crate::events::current_request();
         for member in to {
             let (node, key, request, tx, fence) = (
                 self.clone(),
@@ -1005,15 +1032,28 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 tx.clone(),
                 fence.clone(),
             );
-            tokio::spawn(async move {
+            tokio::spawn(in_request(req, async move {
                 let result = node.call(member, &key, request, fence).await;
                 let _ = tx.send((member, result));
-            });
+            }));
         }
         rx
     }
 
     async fn call(
+        self: &Arc<Self>,
+        to: NodeId,
+        key: &str,
+        request: Request<Value>,
+        fence: Fence,
+    ) -> CallResult {
+        let sent = self.events.sent(to, key, &request);
+        let result = self.call_member(to, key, request, fence).await;
+        self.events.replied(sent, &result);
+        result
+    }
+
+    async fn call_member(
         self: &Arc<Self>,
         to: NodeId,
         key: &str,

@@ -144,6 +144,8 @@ pub struct Prepared {
     clients: Arc<ClientAuth>,
     tls: Option<NodeTls>,
     latency: Latency,
+    /// Console controls of a `paxos-kv dev` cluster, when this node is in one.
+    dev: Option<Arc<crate::console::DevControl>>,
 }
 
 /// Opens the data directory and builds the node. Binds nothing, so every
@@ -191,6 +193,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         clients: Arc::new(clients),
         tls,
         latency,
+        dev: None,
     })
 }
 
@@ -203,6 +206,13 @@ impl Prepared {
     /// Serves under `limits` instead of [`Limits::default`].
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Lets this node's console stop and start the nodes of `dev`
+    /// (`paxos-kv dev` only).
+    pub fn with_dev(mut self, dev: Arc<crate::console::DevControl>) -> Self {
+        self.dev = Some(dev);
         self
     }
 
@@ -226,6 +236,7 @@ impl Prepared {
             clients,
             tls,
             latency,
+            dev,
         } = self;
         if config.token.is_none() {
             tracing::warn!(
@@ -255,6 +266,18 @@ impl Prepared {
             peers_need_certificate: tls.as_ref().is_some_and(|t| t.peers_need_certificate),
         });
         let reloader = crate::auth::announce_and_reload_on_sighup(clients)?;
+        let (console, console_closing) = crate::console::Console::new(
+            node.clone(),
+            config.token.clone(),
+            state.peer_urls.clone(),
+            dev,
+        )?;
+        let app = router(state).merge(crate::console::router(console));
+        // Event streams never end by themselves: end them when the node stops.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = console_closing.send(true);
+        };
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let lifecycle = tokio::spawn(crate::rejoin::run(node.clone()));
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -266,7 +289,7 @@ impl Prepared {
             waiters_of.waiters().close();
         };
         let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server));
-        let result = serve(listener, router(state), limits, stats, tls, shutdown).await;
+        let result = serve(listener, app, limits, stats, tls, shutdown).await;
         heartbeat.abort();
         lifecycle.abort();
         if let Some(reloader) = reloader {

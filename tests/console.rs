@@ -1,0 +1,642 @@
+//! The live console (issue 12; docs/api.md "Operations": `GET /v1/events`,
+//! `GET /`), over real HTTP and in a real browser.
+//!
+//! - The event stream: a PUT through node 1 shows up, message by message,
+//!   in the stream of node 2, from all three nodes (node 2 relays its
+//!   peers), in order per node; the cluster token guards `scope=local`.
+//! - A slow viewer never slows the cluster: a stream nobody reads is cut or
+//!   skips (and says how much), while PUTs keep completing.
+//! - The page: headless Chromium (Debian's `chromium` + `chromium-driver`)
+//!   driven over WebDriver with fantoccini, against a `paxos-kv dev`
+//!   cluster: a PUT through the form, its round and chosen value, a 409, a
+//!   node stopped from the page and shown down. Saves `docs/console.png`.
+//!   Without Chromium it fails when `CI` is set and skips loudly otherwise.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use harness::{encode, poll, Cluster, Options, PATIENCE, TOKEN};
+use serde_json::Value as Json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Reads SSE messages from a streaming response.
+struct EventReader {
+    response: reqwest::Response,
+    pending: Vec<u8>,
+}
+
+impl EventReader {
+    async fn open(url: &str, token: Option<&str>) -> reqwest::Response {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut request = client.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("open the event stream")
+    }
+
+    fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        EventReader {
+            response,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The next JSON message, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<Json> {
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                let message: Vec<u8> = self.pending.drain(..end + 2).collect();
+                let text = String::from_utf8(message).expect("UTF-8 stream");
+                if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return Some(serde_json::from_str(data).expect("each message is JSON"));
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
+                .await
+                .expect("the stream stayed silent too long")
+                .ok()??;
+            self.pending.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Reads until `done` says so, keeping every message; panics after
+    /// [`PATIENCE`].
+    async fn until(&mut self, what: &str, mut done: impl FnMut(&[Json]) -> bool) -> Vec<Json> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not seen in {PATIENCE:?}; got {seen:#?}"
+            );
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Some(message)) => seen.push(message),
+                Ok(None) => panic!("{what}: the stream ended; got {seen:#?}"),
+                Err(_) => {}
+            }
+        }
+        seen
+    }
+}
+
+fn is(m: &Json, node: u64, role: &str, kind: &str) -> bool {
+    m["node"] == node && m["role"] == role && m["kind"] == kind
+}
+
+/// docs/api.md "Operations": one node's stream carries every node's
+/// messages of a PUT (relayed), each node's in its own order, linked to the
+/// client request; a key filter holds; the local scope needs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_shows_every_nodes_messages_through_one_nodes_stream() {
+    let cluster = Cluster::start(Options::default()).await;
+    let response = EventReader::open(&format!("{}/v1/events", cluster.url(2)), None).await;
+    let mut stream = EventReader::new(response);
+    let hello = stream.next().await.expect("a greeting");
+    assert_eq!(hello["kind"], "hello");
+    assert_eq!(hello["node"], 2);
+    assert_eq!(hello["relayed"], serde_json::json!([1, 3]));
+    // Both relays connect before the PUT, so none of its messages is missed.
+    stream
+        .until("both relays up", |seen| {
+            [1, 3].iter().all(|n| {
+                seen.iter()
+                    .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
+            })
+        })
+        .await;
+
+    let key = "watched/key";
+    let put = cluster
+        .client()
+        .put(cluster.kv(1, &encode(key)))
+        .body("the value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+
+    let mine = |m: &Json| m["key"] == key;
+    let seen = stream
+        .until("the PUT's messages from all three nodes", |seen| {
+            let seen: Vec<&Json> = seen.iter().filter(|m| mine(m)).collect();
+            seen.iter().any(|m| is(m, 1, "client", "put_end"))
+                && (1..=3).all(|n| seen.iter().any(|m| is(m, n, "acceptor", "accepted")))
+                && (1..=3).all(|n| seen.iter().any(|m| is(m, n, "acceptor", "ack")))
+        })
+        .await;
+    let seen: Vec<&Json> = seen.iter().filter(|m| mine(m)).collect();
+
+    // The client request, start to end, at the node that served it.
+    let start = seen
+        .iter()
+        .find(|m| is(m, 1, "client", "put_start"))
+        .expect("put_start");
+    assert_eq!(start["value"], "the value");
+    let req = start["req"].as_str().expect("a request id").to_string();
+    let end = seen.iter().find(|m| is(m, 1, "client", "put_end")).unwrap();
+    assert_eq!(end["status"], 201);
+    assert_eq!(end["req"], req.as_str());
+    // Node 1 asked every member to accept, and heard every vote back
+    // (fast or classic: both end in accept/accepted from a majority).
+    for n in 1..=3u64 {
+        assert!(
+            seen.iter().any(|m| is(m, 1, "proposer", "accept")
+                && m["to"] == n
+                && m["req"] == req.as_str()),
+            "node 1 sent no accept to node {n}: {seen:#?}"
+        );
+    }
+    let votes = seen
+        .iter()
+        .filter(|m| is(m, 1, "proposer", "accepted") && m["req"] == req.as_str())
+        .count();
+    assert!(votes >= 2, "node 1 heard {votes} accepted replies");
+    // Every acceptor's vote carries the PUT's id and its value.
+    for n in 1..=3u64 {
+        let vote = seen
+            .iter()
+            .find(|m| is(m, n, "acceptor", "accepted"))
+            .unwrap();
+        assert_eq!(vote["req"], req.as_str(), "node {n}'s vote");
+        assert_eq!(vote["value"], "the value");
+    }
+    // In order per node: each node's sequence numbers only grow.
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for m in &seen {
+        let (node, seq) = (m["node"].as_u64().unwrap(), m["seq"].as_u64().unwrap());
+        if let Some(before) = last.insert(node, seq) {
+            assert!(seq > before, "node {node}: seq {seq} after {before}");
+        }
+    }
+    // Per node, the messages come in protocol order.
+    let at = |pred: &dyn Fn(&Json) -> bool| seen.iter().position(|m| pred(m)).unwrap();
+    assert!(at(&|m| is(m, 1, "client", "put_start")) < at(&|m| is(m, 1, "proposer", "accept")));
+    assert!(at(&|m| is(m, 1, "proposer", "accept")) < at(&|m| is(m, 1, "client", "put_end")));
+
+    // A key filter holds, and the local scope is for members only.
+    let other = EventReader::open(
+        &format!("{}/v1/events?scope=local&key=other", cluster.url(3)),
+        Some(TOKEN),
+    )
+    .await;
+    let mut other = EventReader::new(other);
+    assert_eq!(other.next().await.unwrap()["scope"], "local");
+    let anonymous =
+        EventReader::open(&format!("{}/v1/events?scope=local", cluster.url(3)), None).await;
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.json::<Json>().await.unwrap()["error"].is_string());
+    for value in ["x", "y"] {
+        let put = cluster
+            .client()
+            .put(cluster.kv(1, &encode("other")))
+            .body(value)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status() == 201 || put.status() == 409);
+        let put = cluster
+            .client()
+            .put(cluster.kv(1, "not-this-one"))
+            .body(value)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status() == 201 || put.status() == 409);
+    }
+    let filtered = other
+        .until("node 3's acks of key other", |seen| {
+            seen.iter()
+                .filter(|m| is(m, 3, "acceptor", "ack") || is(m, 3, "acceptor", "decided"))
+                .count()
+                >= 1
+        })
+        .await;
+    assert!(
+        filtered
+            .iter()
+            .all(|m| m["key"] == "other" || m["key"].is_null()),
+        "the key filter let other keys through: {filtered:#?}"
+    );
+
+    // Every member's acceptor state of the key, through node 2.
+    let state: Json = cluster
+        .client()
+        .get(format!(
+            "{}/v1/console/acceptors?key=watched/key",
+            cluster.url(2)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acceptors = state["acceptors"].as_array().unwrap();
+    assert_eq!(acceptors.len(), 3);
+    for a in acceptors {
+        assert_eq!(a["accepted"]["value"], "the value", "{a}");
+    }
+    // Outside `paxos-kv dev`, nodes cannot be stopped over HTTP.
+    let refused = cluster
+        .client()
+        .post(format!("{}/v1/dev/nodes/3/stop", cluster.url(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    assert!(refused.json::<Json>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("paxos-kv dev"));
+    drop((stream, other));
+    cluster.shutdown().await;
+}
+
+/// Issue 12 "Cost": a viewer that does not read is skipped (told how many
+/// events it lost) or cut, and never holds the cluster back: PUTs keep
+/// completing while its stream is stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_stops_reading_is_cut_or_skips_and_puts_go_on() {
+    let cluster = Cluster::start(Options::default()).await;
+    // A viewer with a tiny receive window that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(cluster.addr(1)).await.unwrap();
+    stuck
+        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The relays of node 1's stream are up once nodes 2 and 3 each serve
+    // one local stream more than before: poll their streams' effect by
+    // waiting for node 1's own greeting in the socket.
+    let mut first = [0u8; 256];
+    let n = tokio::time::timeout(PATIENCE, stuck.read(&mut first))
+        .await
+        .expect("a greeting in time")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
+
+    // Load until node 1 has dropped events for the stuck viewer (its socket
+    // buffers and outbox full), bounded in count and time, 8 clients at a
+    // time. Every PUT must still succeed: the viewer never holds the node.
+    const MAX_PUTS: usize = 60_000;
+    let deadline = Instant::now() + PATIENCE * 2;
+    let client = cluster.client().clone();
+    let url = cluster.url(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8usize {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut statuses = Vec::new();
+            for i in (w..MAX_PUTS).step_by(8) {
+                if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let status = client
+                    .put(format!("{url}/v1/kv/load/{i}"))
+                    .body(Bytes::from(vec![b'v'; 200]))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                statuses.push(status);
+            }
+            statuses
+        });
+    }
+    let dropped = poll("node 1 dropping events for the stuck viewer", || async {
+        let dropped = cluster.metric(1, "paxos_kv_console_events_dropped").await;
+        if dropped > 0 {
+            Ok(dropped)
+        } else if workers.is_empty() {
+            Err("the load ended first".to_string())
+        } else {
+            Err("no drops yet".to_string())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = Vec::new();
+    while let Some(statuses) = workers.join_next().await {
+        answered.extend(statuses.unwrap());
+    }
+    eprintln!(
+        "{} PUTs, then node 1 had dropped {dropped} events",
+        answered.len()
+    );
+    assert!(
+        answered.iter().all(|s| *s == 201),
+        "some PUTs failed while a viewer was stuck: {:?}",
+        answered.iter().filter(|s| **s != 201).collect::<Vec<_>>()
+    );
+
+    // Now read what the stuck viewer got: a lost count, or the end of the
+    // stream (the node cut it), within the deadline.
+    let read_deadline = Instant::now() + PATIENCE;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut text: Vec<u8> = Vec::new();
+    let outcome = loop {
+        match tokio::time::timeout_at(read_deadline, stuck.read(&mut buf)).await {
+            Err(_) => panic!("the stuck viewer was neither told of dropped events nor cut"),
+            Ok(Ok(0)) | Ok(Err(_)) => break "cut by the node".to_string(),
+            Ok(Ok(n)) => {
+                text.extend_from_slice(&buf[..n]);
+                // The last complete lost note so far: its counts only grow.
+                let notes = String::from_utf8_lossy(&text).into_owned();
+                if let Some(note) = notes
+                    .split("\n\n")
+                    .filter(|m| m.contains(r#""kind":"lost""#) && m.ends_with('}'))
+                    // The body is chunked: skip each chunk's size line.
+                    .filter_map(|m| m.split_once("data: ").map(|(_, json)| json))
+                    .filter_map(|m| serde_json::from_str::<Json>(m).ok())
+                    .filter(|m| m["node"] == 1)
+                    .last()
+                {
+                    if note["dropped"].as_u64().unwrap_or(0) > 0 {
+                        break format!("dropped: {note}");
+                    }
+                }
+                // Keep only a tail: a lost note may straddle two reads.
+                if text.len() > 4096 {
+                    text.drain(..text.len() - 256);
+                }
+            }
+        }
+    };
+    eprintln!("the stuck viewer: {outcome}");
+    let chosen = cluster
+        .client()
+        .get(cluster.kv(3, "load/0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chosen.status(), 200);
+    drop(stuck);
+    cluster.shutdown().await;
+}
+
+// ----- the browser -----
+
+/// Kills a child process when dropped, so a failing test leaves none.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three consecutive free ports below the ephemeral range (a dev cluster
+/// uses base, base+1, base+2).
+fn free_base_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+    for i in 0..2000u64 {
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 7919))
+                % 10_000) as u16;
+        let all_free = (0..3).all(|k| StdListener::bind(("127.0.0.1", base + k)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no three consecutive free ports");
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+async fn text_of(browser: &fantoccini::Client, css: &str) -> Result<String, String> {
+    let element = browser
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .map_err(|e| format!("{css}: {e}"))?;
+    element.text().await.map_err(|e| format!("{css}: {e}"))
+}
+
+/// Polls until the text of `css` contains `needle`.
+async fn wait_text(browser: &fantoccini::Client, css: &str, needle: &str) -> String {
+    poll(&format!("{css} showing {needle:?}"), || async {
+        let text = text_of(browser, css).await?;
+        if text.contains(needle) {
+            Ok(text)
+        } else {
+            Err(format!("{css} shows {text:?}"))
+        }
+    })
+    .await
+}
+
+async fn fill(browser: &fantoccini::Client, css: &str, text: &str) {
+    let input = browser
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
+async fn click(browser: &fantoccini::Client, css: &str) {
+    poll(&format!("click {css}"), || async {
+        let button = browser
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .map_err(|e| e.to_string())?;
+        button.click().await.map_err(|e| e.to_string())
+    })
+    .await;
+}
+
+/// Issue 12 "Tests": the page served by node 2 of a running `paxos-kv dev`
+/// cluster, in headless Chromium: a PUT through the form shows its round
+/// and the chosen value, a second value shows 409 with the chosen one, and
+/// a node stopped from the page is shown down while a majority still
+/// writes. Saves the screenshot the README shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_round_a_conflict_and_a_stopped_node_in_chromium() {
+    let (Some(chromium), Some(driver)) = (
+        which("chromium").or_else(|| which("chromium-browser")),
+        which("chromedriver"),
+    ) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but chromium/chromedriver are missing: .ci/run installs them");
+        }
+        eprintln!(
+            "\n!!! SKIPPED the console browser test: chromium and chromedriver are not \
+             installed (apt-get install -y chromium chromium-driver) !!!\n"
+        );
+        return;
+    };
+
+    let data = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let dev = Command::new(env!("CARGO_BIN_EXE_paxos-kv"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start paxos-kv dev");
+    let _dev = Reaped(dev);
+    let http = harness::http_client();
+    for port in base..base + 3 {
+        poll(&format!("dev node on port {port} healthy"), || {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .get(format!("http://127.0.0.1:{port}/health"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                r.status()
+                    .is_success()
+                    .then_some(())
+                    .ok_or_else(|| "not yet".to_string())
+            }
+        })
+        .await;
+    }
+
+    let driver_port = free_port();
+    let chromedriver = Command::new(driver)
+        .arg(format!("--port={driver_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let _chromedriver = Reaped(chromedriver);
+    let driver_url = format!("http://127.0.0.1:{driver_port}");
+    poll("chromedriver ready", || {
+        let (http, url) = (http.clone(), driver_url.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/status"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            r.status()
+                .is_success()
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1500,1080",
+                     "--no-proxy-server"],
+        }),
+    );
+    let browser =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver_url)
+            .await
+            .expect("a Chromium session");
+
+    let result = drive(&browser, base).await;
+    let _ = browser.close().await;
+    result.unwrap();
+}
+
+async fn drive(browser: &fantoccini::Client, base: u16) -> Result<(), String> {
+    let page = format!("http://127.0.0.1:{}/", base + 1);
+    browser.goto(&page).await.map_err(|e| e.to_string())?;
+    wait_text(browser, "#self", "node 2").await;
+    wait_text(browser, "#stream", "live").await;
+    wait_text(browser, "#relays", "2/2").await;
+    wait_text(browser, "#card-3", "serving").await;
+
+    // A PUT through the form: 201, and the page shows the round and the value.
+    fill(browser, "#key", "app/db/url").await;
+    fill(browser, "#value", "postgres://db:5432").await;
+    click(browser, "#put").await;
+    wait_text(browser, "#result", "201 Created").await;
+    wait_text(browser, "#chosen", "postgres://db:5432").await;
+    let story = wait_text(browser, "#story", "is chosen").await;
+    assert!(story.contains("becomes the proposer"), "{story}");
+    let timeline = wait_text(browser, "#timeline", "accepted").await;
+    assert!(timeline.contains("accept"), "{timeline}");
+    wait_text(browser, "#acceptors", "postgres://db:5432").await;
+
+    // A second value: 409 with the chosen one, explained.
+    fill(browser, "#value", "mysql://other").await;
+    click(browser, "#put").await;
+    let result = wait_text(browser, "#result", "409 Conflict").await;
+    assert!(result.contains("postgres://db:5432"), "{result}");
+    wait_text(browser, "#story", "409 Conflict").await;
+
+    // Stop node 3 from the page: shown down; a majority still writes.
+    click(browser, "#stop-3").await;
+    wait_text(browser, "#card-3", "down").await;
+    poll("node 3 drawn down", || async {
+        let node = browser
+            .find(fantoccini::Locator::Css("#node-3"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match node.attr("data-state").await.map_err(|e| e.to_string())? {
+            Some(state) if state == "down" => Ok(()),
+            other => Err(format!("node 3 drawn as {other:?}")),
+        }
+    })
+    .await;
+    fill(browser, "#key", "app/feature-flags").await;
+    fill(browser, "#value", "{\"beta\":true}").await;
+    click(browser, "#put").await;
+    wait_text(browser, "#result", "201 Created").await;
+    wait_text(browser, "#story", "did not answer").await;
+
+    let png = browser.screenshot().await.map_err(|e| e.to_string())?;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console.png");
+    std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| e.to_string())?;
+    std::fs::write(&path, png).map_err(|e| e.to_string())?;
+    eprintln!("screenshot: {}", path.display());
+    Ok(())
+}
