@@ -1365,7 +1365,7 @@ fn bad_request() -> impl Strategy<Value = Bad> {
         2 => (
             prop::sample::select(vec!["GET", "PUT", "POST"]),
             prop::sample::select(vec![
-                "/", "/v2/kv/x", "/v1/kvx", "/v1/kv2/", "/healthz", "/health/", "/metrics/",
+                "/index.html", "/v2/kv/x", "/v1/kvx", "/v1/kv2/", "/healthz", "/health/", "/metrics/",
                 "/v1/status/", "/v1/statusx", "/v1/paxos", "/v1/paxos/batch/", "/readyz",
                 "/kv/", "/v1//kv/x",
             ]),
