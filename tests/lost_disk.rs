@@ -507,10 +507,10 @@ async fn a_wiped_node_never_undoes_a_fast_value() {
 /// its identity file (`paxos-kv.node`) is kept, so it believes it still
 /// holds its votes and serves from a blank state at once, exactly as every
 /// wiped node did before. Step 3 then answers 404 and takes a second value,
-/// which `four_steps` refuses. (The protocol relies on the identity and the
-/// votes being lost together, as they are when a disk, a volume or a
-/// directory is lost; should a node one day detect a database lost beside
-/// its identity, this mutation must be made another way.)
+/// which `four_steps` refuses. A node notices a database replaced under its
+/// identity (the identity names the database's random id), so the mutation
+/// also strips that id from the identity, as an identity written before
+/// database ids would lack it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_steps_catch_a_node_that_forgets_its_votes() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -538,6 +538,14 @@ async fn the_four_steps_catch_a_node_that_forgets_its_votes() {
             std::fs::remove_file(&path).expect("remove");
         }
     }
+    let identity_file = dir.join("paxos-kv.node");
+    let mut identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&identity_file).expect("identity")).expect("JSON");
+    identity
+        .as_object_mut()
+        .expect("an object")
+        .remove("database");
+    std::fs::write(&identity_file, serde_json::to_vec(&identity).unwrap()).expect("write");
     node3.start().await.unwrap_or_else(|e| panic!("{e}"));
     let s3 = wait_serving(&http, &cluster.nodes[2]).await;
     assert_eq!(s3["incarnation"], 1, "it did not rebuild: {s3}");

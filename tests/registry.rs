@@ -248,18 +248,51 @@ async fn get_json_at(c: &Cluster, id: u32, path: &str) -> (u16, Value) {
     (status, response.json().await.expect("JSON"))
 }
 
-/// POSTs a peer message (protocol version 1) to node `id`.
+/// POSTs a peer message to node `id`: a list request to `/v1/paxos/list`,
+/// any acceptor message as a batch of one (protocol 2, the cluster id and
+/// epoch node `id` reports); the list page, or the acceptor's reply.
 async fn peer(c: &Cluster, id: u32, op: &str, body: Value) -> Value {
+    let (route, payload) = if op == "list" {
+        (
+            format!("{}/v1/paxos/list", c.url(id)),
+            with_envelope(c, id, body).await,
+        )
+    } else {
+        let from = body["from"].as_u64().expect("from") as u32;
+        let mut message = json!({ "op": op, "key": body["key"] });
+        for field in ["ballot", "value", "writer"] {
+            if let Some(v) = body.get(field) {
+                message[field] = v.clone();
+            }
+        }
+        let batch = c.batch_to(id, from, vec![message]).await;
+        (format!("{}/v1/paxos/batch", c.url(id)), batch)
+    };
     let response = c
         .client()
-        .post(format!("{}/v1/paxos/{op}", c.url(id)))
+        .post(route)
         .bearer_auth(harness::TOKEN)
-        .json(&body)
+        .json(&payload)
         .send()
         .await
         .expect("peer POST");
-    assert_eq!(response.status(), 200, "{op} {body}");
-    response.json().await.expect("peer JSON")
+    assert_eq!(response.status(), 200, "{op} {payload}");
+    let answer: Value = response.json().await.expect("peer JSON");
+    if op == "list" {
+        answer
+    } else {
+        answer["replies"][0]["ok"].clone()
+    }
+}
+
+/// A list request with the protocol version, cluster id and epoch node `id`
+/// reports (every peer message carries them).
+async fn with_envelope(c: &Cluster, id: u32, mut body: Value) -> Value {
+    let envelope = c.envelope(id).await;
+    body["version"] = json!(2);
+    body["cluster"] = envelope["cluster"].clone();
+    body["epoch"] = envelope["epoch"].clone();
+    body
 }
 
 /// Only chosen keys are listed: a register with a promise and no vote is
@@ -775,7 +808,7 @@ async fn the_peer_list_route_is_guarded_like_the_others() {
     let anonymous = c
         .client()
         .post(&url)
-        .json(&request(1, 10))
+        .json(&with_envelope(&c, 2, request(1, 10)).await)
         .send()
         .await
         .unwrap();
@@ -785,6 +818,7 @@ async fn the_peer_list_route_is_guarded_like_the_others() {
         (request(1, 0), "outside 1..=10000"),
         (request(1, 10_001), "outside 1..=10000"),
     ] {
+        let body = with_envelope(&c, 2, body).await;
         let response = c
             .client()
             .post(&url)
@@ -797,6 +831,18 @@ async fn the_peer_list_route_is_guarded_like_the_others() {
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].as_str().unwrap().contains(why), "{error}");
     }
+    // A list request of another cluster is refused like any peer message.
+    let mut foreign = with_envelope(&c, 2, request(1, 10)).await;
+    foreign["cluster"] = json!("another-cluster");
+    let response = c
+        .client()
+        .post(&url)
+        .bearer_auth(harness::TOKEN)
+        .json(&foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409, "{foreign}");
     // Decided on node 2 once node 1's announce arrived.
     let page = poll("node 2 knows both keys are decided", || async {
         let page = peer(&c, 2, "list", request(1, 1)).await;
