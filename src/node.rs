@@ -397,7 +397,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Makes `identity` durable, then current (transport envelope included).
     pub(crate) async fn save_identity(&self, mut identity: Identity) -> Result<(), StorageError> {
-        identity.database = Some(self.storage.database_id()?);
+        // A failed database has no id to give (the identity is then being
+        // marked unrebuilt before a reset, and the id no longer matters).
+        if let Ok(database) = self.storage.database_id() {
+            identity.database = Some(database);
+        }
         self.storage
             .store_meta(META_NAME, identity.encode())
             .await
@@ -1349,6 +1353,16 @@ mod tests {
             .collect();
         let put = nodes[0].put("k", Bytes::from_static(b"v")).await.unwrap();
         assert_eq!(put, PutOutcome::Created);
+        for node in &nodes {
+            let mut health = node.health.subscribe();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                health.wait_for(|h| *h == Health::Serving),
+            )
+            .await
+            .expect("every founder serves")
+            .expect("node alive");
+        }
         let cluster = nodes[0].identity().cluster;
         assert!(nodes.iter().all(|n| n.identity().cluster == cluster));
         // Node 3 loses everything.
