@@ -183,17 +183,17 @@ async fn watch_storage<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
 /// Sets the failed database aside and opens a fresh one, retrying until the
 /// disk allows; then the node rebuilds.
 async fn reset_storage<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
-    // First record that this incarnation's state is gone: a process that
-    // restarts over the fresh, blank database must resume the rebuild, never
-    // serve it (its identity would otherwise still say `rebuilt`).
-    while node.identity().rebuilt {
+    // Record that this incarnation's state is gone, so that a process that
+    // restarts over the fresh, blank database resumes the rebuild instead of
+    // serving it. Best effort: on a full disk this write fails, and the
+    // set-aside folder (a rename, which needs no space) and the database id
+    // the identity names tell a restart the same (`Node::open`).
+    if node.identity().rebuilt {
         let _write = node.identity_write.lock().await;
         let mut identity = node.identity();
         identity.rebuilt = false;
         if let Err(e) = node.save_identity(identity).await {
-            tracing::warn!(error = %e, "cannot record the failed database yet; retrying");
-            drop(_write);
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tracing::warn!(error = %e, "cannot record the failed database in the identity; the set-aside folder will");
         }
     }
     loop {

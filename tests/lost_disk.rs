@@ -106,7 +106,7 @@ async fn wait_serving(http: &reqwest::Client, node: &NodeProc) -> Json {
 /// A 3-node cluster, every node serving.
 async fn serving_cluster() -> Cluster {
     let mut cluster = Cluster::new(3, |_, ports| procs::peers_string(ports));
-    cluster.start_all().await;
+    cluster.start_all_up().await;
     let http = http();
     for node in &cluster.nodes {
         wait_serving(&http, node).await;
@@ -146,7 +146,7 @@ fn lose_disk(dir: &Path, loss: Loss) {
 async fn wipe_and_restart(node: &mut NodeProc, loss: Loss) {
     node.kill();
     lose_disk(&node.config.data_dir.clone(), loss);
-    node.start().await.unwrap_or_else(|e| panic!("{e}"));
+    node.start_up().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn text(answer: &Answer) -> String {
@@ -245,7 +245,7 @@ async fn peer_batch(
         "incarnation": from_status["incarnation"],
         "messages": messages,
     });
-    let (code, reply) = procs::peer(http, to, "batch", body)
+    let (code, reply) = procs::post_batch(http, to, &body)
         .await
         .unwrap_or_else(|e| panic!("batch to {to}: {e}"));
     assert_eq!(code, 200, "batch to {to}: {reply}");
@@ -401,7 +401,7 @@ async fn four_steps(kind: PathKind) {
         cluster.node(2).kill();
         cluster
             .node(1)
-            .start()
+            .start_up()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         wait_serving(&http, &cluster.nodes[0]).await;
@@ -423,7 +423,7 @@ async fn four_steps(kind: PathKind) {
         // 4. Everyone back: node 3 rebuilds by itself, every node answers v.
         cluster
             .node(2)
-            .start()
+            .start_up()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         for node in &cluster.nodes {
@@ -546,13 +546,13 @@ async fn the_four_steps_catch_a_node_that_forgets_its_votes() {
         .expect("an object")
         .remove("database");
     std::fs::write(&identity_file, serde_json::to_vec(&identity).unwrap()).expect("write");
-    node3.start().await.unwrap_or_else(|e| panic!("{e}"));
+    node3.start_up().await.unwrap_or_else(|e| panic!("{e}"));
     let s3 = wait_serving(&http, &cluster.nodes[2]).await;
     assert_eq!(s3["incarnation"], 1, "it did not rebuild: {s3}");
     cluster.node(2).kill();
     cluster
         .node(1)
-        .start()
+        .start_up()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     wait_serving(&http, &cluster.nodes[0]).await;
@@ -635,12 +635,12 @@ async fn another_nodes_directory_is_refused_at_start() {
     // Nothing was changed: both owners serve again from their directories.
     cluster
         .node(1)
-        .start()
+        .start_up()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     cluster
         .node(2)
-        .start()
+        .start_up()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     for node in &cluster.nodes {
@@ -672,7 +672,7 @@ async fn different_peers_never_serve_together() {
         }
     });
     assert_ne!(cluster.nodes[0].config.peers, cluster.nodes[2].config.peers);
-    cluster.start_all().await;
+    cluster.start_all_up().await;
     let http = http();
     // Every node comes to say why it waits.
     for node in &cluster.nodes {
@@ -809,7 +809,7 @@ fn tmpfs_or_skip(test: &str) -> Option<Tmpfs> {
 async fn cluster_with_node1_on(disk: &Tmpfs) -> Cluster {
     let mut cluster = Cluster::new(3, |_, ports| procs::peers_string(ports));
     cluster.nodes[0].config.data_dir = disk.mount.join("node1");
-    cluster.start_all().await;
+    cluster.start_all_up().await;
     let http = http();
     for node in &cluster.nodes {
         wait_serving(&http, node).await;
@@ -1018,7 +1018,7 @@ async fn a_node_killed_after_its_disk_failed_rebuilds_before_serving() {
     disk.free();
     cluster
         .node(1)
-        .start()
+        .start_up()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let s = wait_serving(&http, &cluster.nodes[0]).await;

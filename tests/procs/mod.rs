@@ -243,6 +243,26 @@ impl NodeProc {
         }
     }
 
+    /// Starts the process and waits until it answers `/health`, whether or
+    /// not it serves (retrying when its port was taken meanwhile).
+    pub async fn start_up(&mut self) -> Result<(), String> {
+        let until = Instant::now() + READY_DEADLINE;
+        loop {
+            self.spawn();
+            match self
+                .wait_up(until.saturating_duration_since(Instant::now()))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if self.child.is_none() && Instant::now() < until => {
+                    eprintln!("retrying start: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Starts the node and waits until it serves, retrying when the process
     /// exits at once (its port briefly taken by someone else).
     pub async fn start(&mut self) -> Result<(), String> {
@@ -375,6 +395,14 @@ impl Cluster {
         let mut cluster = Cluster::new(n, |_, ports| peers_string(ports));
         cluster.start_all().await;
         cluster
+    }
+
+    /// Starts every node that is down and waits until each process answers
+    /// `/health` (not until it serves: for tests of nodes that must not).
+    pub async fn start_all_up(&mut self) {
+        for node in self.nodes.iter_mut().filter(|n| !n.is_up()) {
+            node.start_up().await.unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     /// Starts every node that is down and waits until all serve.
