@@ -1,6 +1,6 @@
 //! The small command-line client: `paxos-kv put`, `get` and `list`.
 //!
-//! Exit codes (API.md): 0 on 200/201, 1 on 404/409 (why on stderr), 2 on
+//! Exit codes (docs/api.md): 0 on 200/201, 1 on 404/409 (why on stderr), 2 on
 //! any other failure.
 
 use std::io::Write;

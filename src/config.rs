@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::node::Timing;
 use crate::paxos::NodeId;
 
-/// The flags of `paxos-kv serve` (API.md, "Command line").
+/// The flags of `paxos-kv serve` (docs/api.md, "Command line").
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// This node's id; must appear in --peers.

@@ -30,7 +30,7 @@ pub fn parse_key(raw: &str) -> Result<String, KeyError> {
     Ok(key)
 }
 
-/// Checks an already decoded key against the rules of API.md.
+/// Checks an already decoded key against the rules of docs/api.md.
 pub fn validate_key(key: &str) -> Result<(), KeyError> {
     if key.is_empty() {
         return Err(KeyError::Empty);

@@ -1,7 +1,7 @@
 //! paxos-kv: a distributed key-value store of write-once registers.
 //!
 //! Every key is an independent single-decree Paxos instance. The crate is
-//! layered (DESIGN.md), dependencies pointing down:
+//! layered (docs/design.md), dependencies pointing down:
 //!
 //! - [`api`]: the axum router; parses requests, maps outcomes to status codes.
 //! - [`node`]: runs proposer rounds and quorum reads over a [`storage::Storage`]

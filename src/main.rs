@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // One clear line (API.md), not clap's usage block.
+            // One clear line (docs/api.md), not clap's usage block.
             let rendered = e.to_string();
             let first_paragraph: Vec<&str> = rendered
                 .lines()

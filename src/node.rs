@@ -673,7 +673,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     // ----- proposer side -----
 
-    /// Writes `value` to the register `key` once (API.md `PUT`).
+    /// Writes `value` to the register `key` once (docs/api.md `PUT`).
     pub async fn put(self: &Arc<Self>, key: &str, value: Bytes) -> Result<PutOutcome, NodeError> {
         let own = Value {
             writer: self.rng.lock().expect("poisoned").random(),
@@ -714,7 +714,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         Ok(outcome)
     }
 
-    /// Reads the register `key` (API.md `GET`): `Some(value)` when a value is
+    /// Reads the register `key` (docs/api.md `GET`): `Some(value)` when a value is
     /// chosen, `None` when a majority confirms nothing is.
     pub async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Bytes>, NodeError> {
         let req = self.events.request_id();
@@ -738,7 +738,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> Result<(Option<Bytes>, ReadPath), NodeError> {
         let deadline = Instant::now() + self.timing.request_timeout;
         self.serving_by(deadline).await?;
-        // DESIGN.md GET step 1: a decided register is immutable (invariant 5).
+        // docs/design.md GET step 1: a decided register is immutable (invariant 5).
         if let Some(value) = self.local_decided(key)? {
             return Ok((Some(value), ReadPath::Local));
         }

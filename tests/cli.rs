@@ -1,4 +1,4 @@
-//! The command line of /work/shared/API.md, driving the real `paxos-kv`
+//! The command line of docs/api.md, driving the real `paxos-kv`
 //! binary as child processes: `serve` (flags, environment twins, refusals
 //! before binding, signals), `dev`, `put`/`get` exit codes and `bench`.
 //!
@@ -343,7 +343,7 @@ fn assert_refused(out: &Output, expect: &[&str], case: &str) {
     );
 }
 
-/// API.md "Command line": bad flags, an id missing from --peers, a bad URL,
+/// docs/api.md "Command line": bad flags, an id missing from --peers, a bad URL,
 /// a duplicate id, an unusable data dir, a bad duration: `serve` exits
 /// non-zero with one clear line, BEFORE binding anything. The listen port is
 /// held by this test, so a binary that bound first would fail with "cannot
@@ -601,7 +601,7 @@ async fn serve_refuses_a_data_dir_of_another_node() {
     assert_eq!(node.wait_exit().await.code(), Some(0), "{}", node.stderr());
 }
 
-/// API.md: every `serve` flag has an environment twin. A node configured
+/// docs/api.md: every `serve` flag has an environment twin. A node configured
 /// only through PAXOS_KV_* serves, enforces the token on peer routes and
 /// the value limit from the environment, does not warn about an open peer
 /// port, and exits 0 on SIGTERM.
@@ -687,7 +687,7 @@ async fn serve_configured_by_environment_twins() {
     assert_eq!(status.code(), Some(0), "SIGTERM: {}", node.stderr());
 }
 
-/// API.md: `serve` without a token logs a warning at start that its peer
+/// docs/api.md: `serve` without a token logs a warning at start that its peer
 /// routes are open (and they are); SIGTERM stops it with exit 0 after
 /// flushing, so a PUT answered before the signal is there after a restart
 /// over the same data dir (guarantee 3 across a graceful stop).
@@ -774,7 +774,7 @@ async fn next_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Str
     }
 }
 
-/// API.md "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush
+/// docs/api.md "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush
 /// sled, exit 0". A PUT whose body is half sent when SIGTERM arrives (the
 /// node has answered `100 Continue`, so its handler is running) still
 /// completes with 201 after the node has stopped accepting connections; the
@@ -862,7 +862,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     assert_eq!(node.wait_exit().await.code(), Some(0), "{}", node.stderr());
 }
 
-/// API.md `dev`: one command brings up a healthy 3-node cluster on
+/// docs/api.md `dev`: one command brings up a healthy 3-node cluster on
 /// base-port..base-port+2 with a data dir per node, prints the URLs, serves
 /// PUT/GET across nodes, stops with exit 0 on SIGINT, and the data stays
 /// for the next run.
@@ -922,7 +922,7 @@ async fn dev_cluster_comes_up_serves_and_stops_on_sigint() {
     assert_eq!(dev.wait_exit().await.code(), Some(0), "{}", dev.stderr());
 }
 
-/// API.md `put`/`get`: exit 0 on 201 and 200, 1 on 409 and 404 with the
+/// docs/api.md `put`/`get`: exit 0 on 201 and 200, 1 on 409 and 404 with the
 /// reason on stderr, 2 when the node cannot be reached or the key is bad;
 /// `put KEY -` reads the value from stdin and `get` prints the exact bytes
 /// (binary, empty, no added newline).
@@ -990,7 +990,7 @@ async fn put_and_get_exit_codes_and_exact_bytes() {
     assert_eq!(out.code, Some(2), "bad key: {}", out.stderr);
 }
 
-/// API.md `put`/`get`: any failure other than 404/409 exits 2 with the
+/// docs/api.md `put`/`get`: any failure other than 404/409 exits 2 with the
 /// reason, here a 503 from node 1 of three: first while its peers never
 /// started (a new cluster forms only once every member answers, so it does
 /// not serve yet and says so), then once the cluster formed and both peers
@@ -1097,7 +1097,7 @@ fn number_after(line: &str, label: &str) -> Option<f64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// API.md `bench`: against a running cluster, prints throughput, latency
+/// docs/api.md `bench`: against a running cluster, prints throughput, latency
 /// percentiles (p50, p90, p99, max) and the count of each status, in both
 /// modes. Only the report's shape and consistency are checked, never speed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

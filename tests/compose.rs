@@ -2,7 +2,7 @@
 //!
 //! Builds the image from the project's own `Dockerfile` and starts the cluster exactly as
 //! the README says (`docker compose up -d --build --wait`), under a unique compose project
-//! name and free host ports, then checks through real containers what API.md promises:
+//! name and free host ports, then checks through real containers what docs/api.md promises:
 //!
 //! * guarantee 1, agreement: a PUT of another value to a chosen key is a 409, on any node;
 //! * guarantee 5, availability: with one node killed, or cut off by a network partition,

@@ -2,7 +2,7 @@
 //! plus a randomized agreement check of the real core under message loss,
 //! duplication and reordering.
 //!
-//! Each case names the invariant of `/work/shared/DESIGN.md` ("inv. N") or the
+//! Each case names the invariant of `docs/design.md` ("inv. N") or the
 //! claim of Lamport's *Paxos Made Simple* ("PMS", section 2.2: P1, P1a, P2,
 //! P2c, phase 1b/2b) it checks.
 
@@ -1280,7 +1280,7 @@ fn read_cases() -> Vec<ReadCase> {
     ]
 }
 
-/// Every quorum-read rule, one row each (DESIGN.md "GET", inv. 4).
+/// Every quorum-read rule, one row each (docs/design.md "GET", inv. 4).
 #[test]
 fn read_round_table() {
     let mut failures = Vec::new();

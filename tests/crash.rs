@@ -2,8 +2,8 @@
 //! processes over sled, SIGKILLed under load and at rest, restarted over the
 //! same data directories.
 //!
-//! Guarantees checked (API.md): 1 Agreement, 3 Durability (a 200/201/409
-//! answer survives crashing every node), and DESIGN.md invariants 1 (a promise
+//! Guarantees checked (docs/api.md): 1 Agreement, 3 Durability (a 200/201/409
+//! answer survives crashing every node), and docs/design.md invariants 1 (a promise
 //! and a vote are durable before the reply leaves) and 2 (a node never reuses
 //! a ballot across restarts).
 //!
@@ -684,7 +684,7 @@ async fn restarted_node_never_reuses_a_ballot() {
     eprintln!("node 1 rounds before SIGKILL {before:?}, after {after:?}");
 }
 
-/// Guarantee 3 and DESIGN.md invariant 1's second trap (sled spills large
+/// Guarantee 3 and docs/design.md invariant 1's second trap (sled spills large
 /// items to unsynced blob files): a 1 MiB value acknowledged with 201 just
 /// before SIGKILL of all three nodes reads back byte-for-byte through every
 /// node after the restart.

@@ -3,7 +3,7 @@
 //! - Property tests over the decoders a stranger can reach: key parsing
 //!   (`paxos_kv::key`) and peer messages (`paxos_kv::transport::wire`).
 //! - The same over real HTTP: malformed requests get the right 4xx with a
-//!   JSON `{"error":...}` body (API.md "Errors") and store nothing.
+//!   JSON `{"error":...}` body (docs/api.md "Errors") and store nothing.
 //! - Forged peer messages without the cluster token: 401, state unchanged.
 //! - Slow or stalled clients cannot hold a node (`server::Limits`).
 //! - A failing disk gives 5xx, never a false success.
@@ -102,7 +102,7 @@ where
 // Keys: pure properties
 // ======================================================================
 
-/// The control characters of API.md: U+0000..U+001F and U+007F..U+009F.
+/// The control characters of docs/api.md: U+0000..U+001F and U+007F..U+009F.
 fn is_control(c: char) -> bool {
     c <= '\u{1f}' || ('\u{7f}'..='\u{9f}').contains(&c)
 }
@@ -128,7 +128,7 @@ fn percent_decode(raw: &str) -> Vec<u8> {
     out
 }
 
-/// What API.md says about a raw key: the error it deserves, if any.
+/// What docs/api.md says about a raw key: the error it deserves, if any.
 fn key_oracle(raw: &str) -> Result<String, KeyError> {
     let key = String::from_utf8(percent_decode(raw)).map_err(|_| KeyError::NotUtf8)?;
     if key.is_empty() {
@@ -191,7 +191,7 @@ fn raw_key() -> impl Strategy<Value = String> {
     proptest::collection::vec(fragment, 0..8).prop_map(|parts| parts.concat())
 }
 
-/// Key round trip (API.md "Client API": keys are the percent-decoded rest of
+/// Key round trip (docs/api.md "Client API": keys are the percent-decoded rest of
 /// the path): every valid key survives `encode_key` then `parse_key`, and the
 /// encoding is plain ASCII made of unreserved characters, `/` and `%XX`.
 #[test]
@@ -215,7 +215,7 @@ fn valid_keys_round_trip_through_the_path_encoding() {
     );
 }
 
-/// Key validation is total and exact (API.md: 1..=1024 bytes of UTF-8 with
+/// Key validation is total and exact (docs/api.md: 1..=1024 bytes of UTF-8 with
 /// no control characters, after percent-decoding): an arbitrary raw string
 /// never panics the parser and is accepted iff an independent decoder says
 /// it is valid, with the same reason when refused.
@@ -463,7 +463,7 @@ fn decode_everything(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The peer decoders are total (DESIGN.md invariant 7: a bad message is
+/// The peer decoders are total (docs/design.md invariant 7: a bad message is
 /// refused with an error, not misread): arbitrary bytes never panic them.
 #[test]
 fn peer_decoders_survive_arbitrary_bytes() {
@@ -587,7 +587,7 @@ fn apply_break(doc: &mut serde_json::Value, op: Op, broken: &Break, pick: usize)
     }
 }
 
-/// Peer batches (DESIGN.md invariants 2, 7 and 8): a well-formed batch of
+/// Peer batches (docs/design.md invariants 2, 7 and 8): a well-formed batch of
 /// one message round-trips exactly, fence and envelope included; one with a
 /// missing field, another version, an unknown field, a non-base64 value, a
 /// ballot round outside 1..=MAX_ROUND or a misplaced fence is refused with
@@ -628,7 +628,7 @@ fn peer_requests_round_trip_and_broken_ones_are_refused() {
     );
 }
 
-/// Batch answers (DESIGN.md invariants 2 and 7): every reply round-trips
+/// Batch answers (docs/design.md invariants 2 and 7): every reply round-trips
 /// exactly, an acceptor's error included; another version, a count that
 /// does not match the batch, a reply without its `type`, or one carrying a
 /// ballot round above MAX_ROUND is an error.
@@ -1028,7 +1028,7 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawRespon
         .map_err(|_| std::io::Error::other("no response within 30 s"))?
 }
 
-/// API.md "Errors": a 4xx/5xx other than 409 has a JSON body that is
+/// docs/api.md "Errors": a 4xx/5xx other than 409 has a JSON body that is
 /// exactly `{"error": "<sentence>"}`.
 fn json_error(response: &RawResponse) -> Result<String, String> {
     let content_type = response.header("content-type").unwrap_or_default();
@@ -1062,7 +1062,7 @@ fn json_error(response: &RawResponse) -> Result<String, String> {
 /// property, small so that oversized bodies are cheap.
 const SMALL_LIMIT: usize = 1000;
 
-/// A request that breaks one rule of API.md, and the status it deserves.
+/// A request that breaks one rule of docs/api.md, and the status it deserves.
 #[derive(Clone, Debug)]
 enum Bad {
     /// 400: a key that is empty, too long, not UTF-8 or has a control
@@ -1410,7 +1410,7 @@ fn bad_request() -> impl Strategy<Value = Bad> {
     ]
 }
 
-/// API.md "Errors" and the status tables: a random malformed request (bad
+/// docs/api.md "Errors" and the status tables: a random malformed request (bad
 /// key, oversized value, wrong method, unknown route, forged or broken peer
 /// message) gets exactly the right 4xx, with `Content-Type:
 /// application/json` and a body `{"error": ...}` (axum's own rejections
@@ -1470,7 +1470,7 @@ fn malformed_requests_get_json_errors_and_store_nothing() {
     rt.block_on(cluster.stop());
 }
 
-/// API.md `PUT`: values are 0..=max-value-bytes; a value up to the limit is
+/// docs/api.md `PUT`: values are 0..=max-value-bytes; a value up to the limit is
 /// stored exactly (201, then GET returns it), one byte more is 413 JSON and
 /// stores nothing (GET 404), whether the length is declared or chunked.
 #[test]
@@ -1602,7 +1602,7 @@ async fn send_peer(
     builder.send().await.expect("peer route answers")
 }
 
-/// API.md "Peer protocol": with a cluster token, every peer route refuses a
+/// docs/api.md "Peer protocol": with a cluster token, every peer route refuses a
 /// request without exactly `Authorization: Bearer <token>` with 401 JSON;
 /// with the token, a batch of another cluster or membership epoch is 409
 /// and the single-message routes of protocol 1 are 404; and the acceptor
@@ -1680,7 +1680,7 @@ async fn forged_peer_messages_are_refused_and_change_nothing() {
             }
         }
         // With the token: a batch of another cluster, or of another
-        // membership epoch, is refused whole (409, DESIGN.md invariant 10).
+        // membership epoch, is refused whole (409, docs/design.md invariant 10).
         let bearer = format!("Bearer {TOKEN}");
         let mine = envelope_of(to);
         let strangers = [
@@ -1945,7 +1945,7 @@ async fn headers_sent_byte_by_byte_are_cut_off() {
     cluster.stop().await;
 }
 
-/// Slow bodies (issue 4 part 5, API.md errors are JSON): a PUT whose body
+/// Slow bodies (issue 4 part 5, docs/api.md errors are JSON): a PUT whose body
 /// trickles in slower than the body timeout gets 408 with a JSON error, the
 /// connection is then closed, and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2179,7 +2179,7 @@ fn tmpfs_or_skip(test: &str) -> Option<Tmpfs> {
 }
 
 /// Everything clients were told about a key: a 201 for a value, or a 200
-/// GET that returned it. Each must survive any restart (API.md guarantee 3).
+/// GET that returned it. Each must survive any restart (docs/api.md guarantee 3).
 #[derive(Default)]
 struct Promises(BTreeMap<String, Vec<u8>>);
 
@@ -2383,7 +2383,7 @@ async fn fill_and_fail(
     assert!(storage_errors > 0, "the full disk never made a write fail");
 }
 
-/// Storage failure, one node (API.md guarantee 3, DESIGN.md invariants 1
+/// Storage failure, one node (docs/api.md guarantee 3, docs/design.md invariants 1
 /// and 9): with its disk full, a node answers 5xx with a JSON error, never
 /// a false success. Storage is fail-stop: after the failed write the node
 /// never uses that database again (its memory may be ahead of its disk, and
@@ -2455,7 +2455,7 @@ async fn a_full_disk_gives_5xx_and_no_answer_is_undone() {
     cluster.stop().await;
 }
 
-/// Storage failure in a cluster (API.md guarantees 3 and 5, DESIGN.md
+/// Storage failure in a cluster (docs/api.md guarantees 3 and 5, docs/design.md
 /// invariants 8 and 9): when node 1 of three has a full disk, it answers
 /// only 5xx with a JSON error or a success the healthy majority made
 /// durable, and then stops serving (`/ready` 503, the reason names the
@@ -2586,7 +2586,7 @@ fn memory_cluster(n: u32, timing: Timing) -> (MemoryNetwork, Vec<MemoryNode>) {
     (net, nodes)
 }
 
-/// DESIGN.md invariant 1 when writes fail (`MemoryStorage::set_failing`):
+/// docs/design.md invariant 1 when writes fail (`MemoryStorage::set_failing`):
 /// an acceptor whose store fails gives no reply at all (so nothing claims
 /// durability) and keeps its state; a PUT with a majority of failing disks
 /// never reports success, and at most a minority stores a vote; a healthy
@@ -2736,7 +2736,7 @@ async fn refuses_connections(addr: SocketAddr, limit: Duration) {
     .await;
 }
 
-/// API.md "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush
+/// docs/api.md "SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush
 /// sled, exit 0", with hostile clients connected: a PUT whose body is still
 /// arriving when the node is told to stop is finished (201) and durable
 /// after a restart, silent and byte-by-byte clients do not keep the node
@@ -2830,7 +2830,7 @@ async fn healthy(addr: SocketAddr) {
     .await;
 }
 
-/// API.md SIGTERM on the real binary, with hostile clients connected (the
+/// docs/api.md SIGTERM on the real binary, with hostile clients connected (the
 /// default limits): it stops accepting, finishes the PUT in flight (201),
 /// exits 0 within its grace period, and the value is there after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! The HTTP contract of /work/shared/API.md, end to end: in-process clusters
+//! The HTTP contract of docs/api.md, end to end: in-process clusters
 //! of real nodes (sled in temp dirs, HTTP on 127.0.0.1 ephemeral ports),
 //! driven over real sockets with reqwest or, where reqwest cannot say it
 //! (an oversized Content-Length, a chunked body), with hand-written HTTP/1.1.
@@ -88,7 +88,7 @@ async fn get(c: &Cluster, id: u32, raw_key: &str) -> Answer {
     send(c.client().get(c.kv(id, raw_key))).await
 }
 
-/// API.md "Errors": every 4xx/5xx but 409 is `application/json` with a body
+/// docs/api.md "Errors": every 4xx/5xx but 409 is `application/json` with a body
 /// that is exactly `{"error": "<one human sentence>"}`.
 #[track_caller]
 fn assert_json_error(a: &Answer, status: u16, what: &str) {
@@ -286,7 +286,7 @@ const GET_QUORUM: &str = "paxos_kv_get_total{path=\"quorum\"}";
 const GET_RECOVERED: &str = "paxos_kv_get_total{path=\"recovered\"}";
 const GET_NOT_FOUND: &str = "paxos_kv_get_total{path=\"not_found\"}";
 
-/// API.md `PUT`: 201 with `{"key":K,"created":true}` for the first write,
+/// docs/api.md `PUT`: 201 with `{"key":K,"created":true}` for the first write,
 /// 200 with `{"key":K,"created":false}` for the same value again (through
 /// another node), 409 with the chosen value's raw bytes for another value;
 /// `GET` then answers 200 `application/octet-stream` with the chosen bytes on
@@ -310,7 +310,7 @@ async fn put_is_201_then_200_then_409_and_get_returns_the_chosen_bytes() {
     c.shutdown().await;
 }
 
-/// API.md "Client API": a key is 1..=1024 bytes of UTF-8 without control
+/// docs/api.md "Client API": a key is 1..=1024 bytes of UTF-8 without control
 /// characters, after percent-decoding; anything else is 400 with a JSON
 /// error on both PUT and GET, and writes nothing. The bounds are exact: 1024
 /// bytes (also as 512 two-byte characters) is a key, 1025 is not.
@@ -359,7 +359,7 @@ async fn bad_keys_are_400_with_a_json_error() {
     c.shutdown().await;
 }
 
-/// API.md: values larger than `--max-value-bytes` (1 MiB by default) are
+/// docs/api.md: values larger than `--max-value-bytes` (1 MiB by default) are
 /// refused with 413 and a JSON error, whether the client announces the size
 /// (Content-Length, refused before the body is read) or streams it chunked
 /// without a length; neither writes anything.
@@ -415,7 +415,7 @@ async fn values_over_the_limit_are_413_with_and_without_content_length() {
     c.shutdown().await;
 }
 
-/// API.md "Values are raw bytes ... 0..=1 MiB": every byte value 0..=255
+/// docs/api.md "Values are raw bytes ... 0..=1 MiB": every byte value 0..=255
 /// and the empty value round-trip exactly, through every node, with
 /// `application/octet-stream`; the empty value is a value (a second PUT of
 /// it is 200, another value is 409 with an empty body).
@@ -442,7 +442,7 @@ async fn binary_and_empty_values_round_trip_exactly() {
     c.shutdown().await;
 }
 
-/// API.md: keys are the rest of the path, percent-decoded, and may contain
+/// docs/api.md: keys are the rest of the path, percent-decoded, and may contain
 /// `/`. So `a/b`, `a%2Fb` name the same register, `%252F` is the literal
 /// text `%2F`, and spaces, reserved characters and non-ASCII UTF-8 travel
 /// percent-encoded; the JSON answer names the decoded key.
@@ -482,8 +482,8 @@ async fn keys_with_slashes_spaces_escapes_and_unicode() {
     c.shutdown().await;
 }
 
-/// API.md: values up to 1 MiB (inclusive) are stored; a value of exactly
-/// 1 MiB round-trips byte for byte through every node, and (DESIGN.md
+/// docs/api.md: values up to 1 MiB (inclusive) are stored; a value of exactly
+/// 1 MiB round-trips byte for byte through every node, and (docs/design.md
 /// invariant 1's large-value trap) still does after every node restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_value_round_trips_and_survives_restarts() {
@@ -608,7 +608,7 @@ async fn one_node_down_puts_and_gets_still_succeed() {
     c.shutdown().await;
 }
 
-/// API.md 503 and DESIGN.md invariant 5: with two nodes of three down, a PUT
+/// docs/api.md 503 and docs/design.md invariant 5: with two nodes of three down, a PUT
 /// ends in 503 (not a hang, not a guess) and a GET of an unknown key is 503,
 /// never 404, since no majority can confirm that nothing is chosen. A key
 /// this node knows is decided is still served locally. The 503 is honest:
@@ -666,7 +666,7 @@ async fn two_nodes_down_put_and_unknown_get_are_503_never_404() {
     c.shutdown().await;
 }
 
-/// Repeats `attempt` while it answers 503, as API.md tells clients to ("retry
+/// Repeats `attempt` while it answers 503, as docs/api.md tells clients to ("retry
 /// the same value"): on the 2-second-deadline cluster a slow machine alone
 /// can cause a 503 where the test expects success.
 async fn past_503<F, Fut>(mut attempt: F) -> Answer
@@ -683,7 +683,7 @@ where
     }
 }
 
-/// DESIGN.md GET step 5 (recovery) and guarantee 4: a value accepted by ONE
+/// docs/design.md GET step 5 (recovery) and guarantee 4: a value accepted by ONE
 /// acceptor only (planted through the peer API) is not chosen yet. A GET
 /// through another node whose quorum cannot rule it out (the third node is
 /// down, so the majority is {planted, empty}) must finish the instance
@@ -715,7 +715,7 @@ async fn a_half_finished_instance_is_completed_by_a_get() {
     c.shutdown().await;
 }
 
-/// DESIGN.md invariant 4: "chosen" means a majority accepted the SAME
+/// docs/design.md invariant 4: "chosen" means a majority accepted the SAME
 /// ballot; equal values under different ballots prove nothing. With the same
 /// value (same bytes, same writer) accepted on node 1 in ballot 10.1 and on
 /// node 2 in ballot 11.2, a GET through node 3 must run recovery (the
@@ -759,11 +759,11 @@ async fn equal_values_in_different_ballots_still_need_recovery() {
     c.shutdown().await;
 }
 
-/// API.md "Peer protocol": every peer route needs the cluster token. A forged
+/// docs/api.md "Peer protocol": every peer route needs the cluster token. A forged
 /// accept batch sent to EVERY node (so that, were it taken, a majority would
 /// hold it and a GET would return it) without the token or with a wrong one
 /// is 401 and changes nothing; with the token, a malformed body, an unknown
-/// protocol version (DESIGN.md invariant 7), a `from` that is not a member,
+/// protocol version (docs/design.md invariant 7), a `from` that is not a member,
 /// an unknown field and an accept without a value are 400, a batch of
 /// another cluster or membership epoch is 409 (invariant 10), and the
 /// single-message routes of protocol 1 are 404: all change nothing. A later
@@ -980,7 +980,7 @@ async fn peer_batches_answer_in_order_and_bad_batches_change_nothing() {
     c.shutdown().await;
 }
 
-/// API.md "Errors" for what is not in the tables: unknown routes are 404 and
+/// docs/api.md "Errors" for what is not in the tables: unknown routes are 404 and
 /// wrong methods 405, both as JSON errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_are_json_errors() {
@@ -1010,7 +1010,7 @@ async fn unknown_routes_and_methods_are_json_errors() {
     c.shutdown().await;
 }
 
-/// API.md "Operations": /health is 200 on every node; /v1/status names the
+/// docs/api.md "Operations": /health is 200 on every node; /v1/status names the
 /// node, every member with its URL, and (once the heartbeat has run) says
 /// every peer answered recently; /metrics is Prometheus text whose counters
 /// follow the requests.
@@ -1155,7 +1155,7 @@ fn check_exposition_format(text: &str) {
     assert!(samples >= 10, "too few samples:\n{text}");
 }
 
-/// DESIGN.md invariant 5 and GET step 1: once a PUT is decided, the decision
+/// docs/design.md invariant 5 and GET step 1: once a PUT is decided, the decision
 /// reaches every node (the fire-and-forget decided notice, or the quorum
 /// read's own notice), so each node eventually answers a GET from local
 /// state without any quorum: the `path="local"` counter moves.

@@ -6,7 +6,7 @@
 //! and cuts, stalls or drops the links between them through fault-injecting
 //! TCP proxies. Every operation's invocation, completion and outcome is
 //! recorded and the whole history is checked as a write-once register per
-//! key (API.md guarantees 1, 2, 4; 3 through the crashes; 5 is reported as
+//! key (docs/api.md guarantees 1, 2, 4; 3 through the crashes; 5 is reported as
 //! availability).
 //! A lister lists the keys meanwhile (`?keys`, issue 11): every list must
 //! show every key acknowledged before it was sent (rule `list-missing`) and
@@ -617,7 +617,7 @@ async fn client_loop(ctx: ClientCtx) -> (Vec<Op>, Vec<String>) {
         let node = rng.random_range(0..ctx.urls.len());
         let url = &ctx.urls[node];
         // After an unknown PUT, a client often retries the same value (as
-        // API.md tells it to): 200 then means "yours, from the first try".
+        // docs/api.md tells it to): 200 then means "yours, from the first try".
         let again = retry.take();
         let key = again.as_ref().map_or(key, |(k, _)| k.clone());
         let is_put = again.is_some() || rng.random_bool(0.5);
@@ -1179,7 +1179,7 @@ fn seed() -> u64 {
     seed
 }
 
-/// API.md guarantees 1 to 4 under crashes, pauses, partitions and delayed
+/// docs/api.md guarantees 1 to 4 under crashes, pauses, partitions and delayed
 /// messages: the whole history of about 60 s of contested PUTs and GETs
 /// (longer with `PAXOS_KV_JEPSEN_SECS`) is linearizable as a write-once
 /// register per key, and with everything healed every node answers the

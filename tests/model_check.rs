@@ -11,7 +11,7 @@
 //! (acceptor state and ballot clock mark), which they save before any reply
 //! leaves, as the node does.
 //!
-//! Checked, as `always` properties (API.md "Guarantees", DESIGN.md
+//! Checked, as `always` properties (docs/api.md "Guarantees", docs/design.md
 //! invariants): linearizability as a write-once register with "not found"
 //! (strict: only the PUT that filled the register may get 201), which
 //! includes durability of answered outcomes through crashes (3, 4);
@@ -158,7 +158,7 @@ const SERVERS: usize = 3;
 // The sequential specification: a write-once register that can say "not found".
 // ---------------------------------------------------------------------------
 
-/// A write-once register, as API.md states it: `Created` (201) only for the
+/// A write-once register, as docs/api.md states it: `Created` (201) only for the
 /// PUT that filled the empty register, `AlreadyChosen` (200) when it already
 /// held the same value, `Conflict` (409) when it held another, and a GET sees
 /// the value or "not found" (404). The same rules as the shared checker
@@ -1810,7 +1810,7 @@ impl Model for Checked {
 
     fn properties(&self) -> Vec<Property<Self>> {
         let mut properties = vec![
-            // API.md guarantee 4, with durability (3) through crashes.
+            // docs/api.md guarantee 4, with durability (3) through crashes.
             Property::always("linearizable", |_, state: &State| {
                 state.history.linearizable
             }),
@@ -1820,7 +1820,7 @@ impl Model for Checked {
                 all.extend(decided(state));
                 all.len() <= 1
             }),
-            // API.md: "A GET never returns a value that is not chosen"; nor
+            // docs/api.md: "A GET never returns a value that is not chosen"; nor
             // does a PUT answer name one.
             Property::always("answers are chosen", |_, state: &State| {
                 !state.history.unchosen_answer
@@ -1996,7 +1996,7 @@ impl Scenario {
     }
 }
 
-/// The `always` properties: API.md guarantees 1 to 4 and invariants 2 and 5.
+/// The `always` properties: docs/api.md guarantees 1 to 4 and invariants 2 and 5.
 const SAFETY: [&str; 8] = [
     "linearizable",
     "agreement",
@@ -2126,7 +2126,7 @@ fn put_then_get_with_crash(mutation: Mutation, max_rounds: u8) -> Scenario {
         .crashes(1)
 }
 
-/// API.md guarantees 1, 2 and 4 under two concurrent writers, exhaustively;
+/// docs/api.md guarantees 1, 2 and 4 under two concurrent writers, exhaustively;
 /// with one crash and restart anywhere too (guarantee 3) under
 /// `PAXOS_KV_MODEL_DEEP=1` (5.0 M states, 2 to 3 minutes on 2 cores: too
 /// long for CI next to everything else).

@@ -19,7 +19,7 @@
 //! the nemesis, the clients, the disks' latency, the nodes' backoff and PUT
 //! ids) comes from the seed. Every client operation is recorded with its
 //! invocation and completion, and the history of each key is checked as a
-//! write-once register by `common::register_history` (API.md guarantees
+//! write-once register by `common::register_history` (docs/api.md guarantees
 //! 1, 2 and 4; 3 through the crashes; 5 at the end, when every node is up
 //! and every link healed, and GETs through every node must all answer and
 //! agree).
@@ -75,7 +75,7 @@ enum Defect {
     /// The real thing: honest store, honest network.
     None,
     /// The disk acknowledges writes before they are durable and loses the
-    /// unflushed ones when its node crashes (DESIGN.md invariant 1 broken).
+    /// unflushed ones when its node crashes (docs/design.md invariant 1 broken).
     ForgetfulDisk,
     /// Node 1's acceptor lies: its promises never report its vote
     /// (Paxos Made Simple 2.2, phase 1b broken).
@@ -897,7 +897,7 @@ fn set_random_fates(net: &MemoryNetwork, sc: &Scenario, mut rng: StdRng, trace: 
 
 /// One client: a few PUTs (of its own distinct values, or of bytes every
 /// client may PUT) and GETs, on random keys through random live nodes; after
-/// an unknown PUT it may retry the same value, as API.md tells clients to.
+/// an unknown PUT it may retry the same value, as docs/api.md tells clients to.
 async fn client(
     p: usize,
     cluster: Shared,
@@ -1112,7 +1112,7 @@ impl Tally {
     }
 }
 
-/// API.md guarantees 1 (agreement), 2 (validity), 3 (durability across
+/// docs/api.md guarantees 1 (agreement), 2 (validity), 3 (durability across
 /// crashes and restarts), 4 (linearizability of every key's history) and 5
 /// (every request completes once all is healed), on thousands of seeded
 /// scenarios of concurrent clients, message loss, delay, duplication,
@@ -1223,7 +1223,7 @@ fn first_violation(defect: Defect, limit: u64) -> Option<Run> {
 
 /// The check can fail (a test that cannot fail is a defect): a disk that
 /// acknowledges a write before it is durable and loses it in a crash breaks
-/// DESIGN.md invariant 1, and the history checker catches the result.
+/// docs/design.md invariant 1, and the history checker catches the result.
 #[test]
 fn checker_catches_a_disk_that_forgets_acknowledged_writes() {
     let run = first_violation(Defect::ForgetfulDisk, 3_000)

@@ -1,7 +1,7 @@
 //! One storage suite, written once over `paxos_kv::storage::Storage` and run
 //! against both implementations: `SledStorage` (real sled in a temp dir) and
 //! `MemoryStorage` (the in-memory twin the simulations rely on). Plus the
-//! sled-only checks of DESIGN.md invariants 1 (no unsynced blob files) and 7
+//! sled-only checks of docs/design.md invariants 1 (no unsynced blob files) and 7
 //! (a data directory of another format version is refused).
 //!
 //! Each suite function says which contract of `src/storage/mod.rs` or which
@@ -263,7 +263,7 @@ async fn overwrites_replace_values_of_any_size<B: Backend>(backend: &B) {
     assert_state(&load(&s, key), &big1, "no vote -> big, after restart");
 }
 
-/// Values are 0..=1 MiB (API.md): an empty value is a real vote, distinct
+/// Values are 0..=1 MiB (docs/api.md): an empty value is a real vote, distinct
 /// from "no vote", and keeps its writer id.
 async fn empty_value_is_a_vote<B: Backend>(backend: &B) {
     let s = backend.open();
@@ -343,7 +343,7 @@ async fn binary_values_survive_at_chunk_boundaries<B: Backend>(backend: &B) {
     }
 }
 
-/// API.md keys: `/`, spaces, non-ASCII, 1024 bytes, and names that look like
+/// docs/api.md keys: `/`, spaces, non-ASCII, 1024 bytes, and names that look like
 /// the store's own metadata or are prefixes of each other never collide.
 async fn keys_with_special_characters_are_independent<B: Backend>(backend: &B) {
     let long = "k".repeat(1024);
@@ -793,7 +793,7 @@ async fn sled_reads_and_upgrades_a_format_one_directory() {
 }
 
 /// The in-memory twin's failure injection: while failing, a store errors
-/// and changes nothing (the caller must not reply; DESIGN.md inv. 1).
+/// and changes nothing (the caller must not reply; docs/design.md inv. 1).
 #[tokio::test]
 async fn memory_failed_store_changes_nothing() {
     let s = MemoryStorage::new();

@@ -3,7 +3,7 @@
 //! [`handle`] never does IO. When a request changes the state it returns
 //! [`Step::Persist`]: the reply inside can only be taken out with
 //! [`Persist::reply_once_durable`], which the driver calls after the new state
-//! is on disk (DESIGN.md invariant 1: durable before the reply leaves).
+//! is on disk (docs/design.md invariant 1: durable before the reply leaves).
 
 use super::ballot::Ballot;
 use super::messages::{Accepted, Reply, Request};

@@ -4,7 +4,7 @@
 //! share a ballot because the node id is part of it; one node never reuses a
 //! ballot because its rounds come from a [`BallotClock`] whose high-water mark
 //! is persisted before any round above the previous mark is used
-//! (DESIGN.md invariant 2).
+//! (docs/design.md invariant 2).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! A quorum read of one register, as a state machine fed acceptor replies
-//! (DESIGN.md, "GET" steps 2 to 5).
+//! (docs/design.md, "GET" steps 2 to 5).
 
 use std::collections::{BTreeMap, BTreeSet};
 

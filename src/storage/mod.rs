@@ -60,7 +60,7 @@ pub trait Storage: Send + Sync + 'static {
     fn load(&self, key: &str) -> Result<State, StorageError>;
 
     /// Replaces the state of `key`. Resolves `Ok` only once the new state is
-    /// durable (DESIGN.md invariant 1); on `Err` the caller must not reply.
+    /// durable (docs/design.md invariant 1); on `Err` the caller must not reply.
     ///
     /// Precondition (Paxos, and so every caller): one ballot carries one
     /// value, so a vote with the same ballot and writer as the stored one is
@@ -74,7 +74,7 @@ pub trait Storage: Send + Sync + 'static {
     /// The node's durable ballot reservation mark (0 when never written).
     fn load_round_mark(&self) -> Result<u64, StorageError>;
 
-    /// Durably records the ballot reservation mark (DESIGN.md invariant 2).
+    /// Durably records the ballot reservation mark (docs/design.md invariant 2).
     fn store_round_mark(&self, mark: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Up to `limit` registers whose key starts with `prefix` and sorts

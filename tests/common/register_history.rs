@@ -1,5 +1,5 @@
 //! An exact linearizability checker for histories of write-once registers
-//! (API.md guarantee 4), without search.
+//! (docs/api.md guarantee 4), without search.
 //!
 //! # The model
 //!
