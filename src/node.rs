@@ -420,9 +420,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// when not, noted for `/v1/status` and logged once per change.
     pub fn admit_peer(&self, from: NodeId, cluster: &str, epoch: u64) -> Result<(), String> {
         let mine = self.identity.read().expect("poisoned");
-        let refusal = if mine.cluster.is_empty() {
-            Some("this node has not joined its cluster yet".to_string())
-        } else if cluster != mine.cluster {
+        if mine.cluster.is_empty() {
+            // Expected while the cluster forms: not worth a note or a log.
+            return Err("this node has not joined its cluster yet".to_string());
+        }
+        let refusal = if cluster != mine.cluster {
             Some(format!(
                 "node {from} belongs to cluster {cluster:?}, this node to {:?} (different --peers, or a data directory of another cluster)",
                 mine.cluster
