@@ -592,9 +592,11 @@ async fn tls_cluster(ca: &Ca) -> (Cluster, PathBuf) {
 }
 
 async fn wait_https(cluster: &mut Cluster, client: &reqwest::Client, id: u32) {
-    let url = format!("{}/health", https_url(cluster, id));
+    // `/ready`: the node serves (a cluster forms only once every member has
+    // answered, so a test must not replace a member before that).
+    let url = format!("{}/ready", https_url(cluster, id));
     let node = &cluster.nodes[(id - 1) as usize];
-    poll(&format!("node {id} answers /health over HTTPS"), || async {
+    poll(&format!("node {id} answers /ready over HTTPS"), || async {
         if !node.is_up() {
             return Err("not running".into());
         }
