@@ -237,27 +237,39 @@ impl HttpTransport {
             .base
             .join(path)
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
-        let mut builder = self.shared.client.post(url).json(body);
-        if let Some(auth) = &self.shared.auth {
-            builder = builder.header(AUTHORIZATION, auth.clone());
-        }
-        let response = builder.send().await.map_err(classify)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(TransportError::Status {
-                status: status.as_u16(),
-                body,
-            });
-        }
-        response.json().await.map_err(|e| {
-            if e.is_timeout() {
-                TransportError::Timeout
-            } else {
-                TransportError::Protocol(e.to_string())
-            }
-        })
+        post_json(&self.shared.client, url, self.shared.auth.as_ref(), body).await
     }
+}
+
+/// POSTs `body` as JSON to a peer's `url` with the cluster token (`auth`),
+/// and decodes the JSON answer: the one exchange every peer route shares.
+/// A non-2xx answer is [`TransportError::Status`] with its body.
+pub(crate) async fn post_json<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    auth: Option<&HeaderValue>,
+    body: &B,
+) -> Result<R, TransportError> {
+    let mut builder = client.post(url).json(body);
+    if let Some(auth) = auth {
+        builder = builder.header(AUTHORIZATION, auth.clone());
+    }
+    let response = builder.send().await.map_err(classify)?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(TransportError::Status {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    response.json().await.map_err(|e| {
+        if e.is_timeout() {
+            TransportError::Timeout
+        } else {
+            TransportError::Protocol(e.to_string())
+        }
+    })
 }
 
 fn check_version(version: u32) -> Result<(), TransportError> {
@@ -381,26 +393,7 @@ async fn exchange(
     url: reqwest::Url,
     body: &PeerBatch,
 ) -> Result<Vec<CallResult>, TransportError> {
-    let mut builder = shared.client.post(url).json(body);
-    if let Some(auth) = &shared.auth {
-        builder = builder.header(AUTHORIZATION, auth.clone());
-    }
-    let response = builder.send().await.map_err(classify)?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        return Err(TransportError::Status {
-            status: status.as_u16(),
-            body,
-        });
-    }
-    let reply: BatchResponse = response.json().await.map_err(|e| {
-        if e.is_timeout() {
-            TransportError::Timeout
-        } else {
-            TransportError::Protocol(e.to_string())
-        }
-    })?;
+    let reply: BatchResponse = post_json(&shared.client, url, shared.auth.as_ref(), body).await?;
     if reply.from != peer {
         return Err(TransportError::Protocol(format!(
             "expected node {peer}, node {} answered (check --peers)",

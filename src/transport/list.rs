@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Base64, PROTOCOL_VERSION};
@@ -222,26 +222,8 @@ impl ListPeers {
         request: &ListRequest,
     ) -> Result<ListPage, TransportError> {
         let url = self.urls.get(&to).ok_or(TransportError::UnknownPeer(to))?;
-        let mut builder = self.client.post(url.clone()).json(request);
-        if let Some(auth) = &self.auth {
-            builder = builder.header(AUTHORIZATION, auth.clone());
-        }
-        let response = builder.send().await.map_err(classify)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(TransportError::Status {
-                status: status.as_u16(),
-                body,
-            });
-        }
-        let page: ListPage = response.json().await.map_err(|e| {
-            if e.is_timeout() {
-                TransportError::Timeout
-            } else {
-                TransportError::Protocol(e.to_string())
-            }
-        })?;
+        let page: ListPage =
+            super::http::post_json(&self.client, url.clone(), self.auth.as_ref(), request).await?;
         check_page(to, request, &page).map_err(TransportError::Protocol)?;
         Ok(page)
     }
@@ -279,14 +261,6 @@ pub fn check_page(from: NodeId, request: &ListRequest, page: &ListPage) -> Resul
         return Err(format!("node {from} said more but sent nothing"));
     }
     Ok(())
-}
-
-fn classify(e: reqwest::Error) -> TransportError {
-    if e.is_timeout() {
-        TransportError::Timeout
-    } else {
-        TransportError::Unreachable(e.to_string())
-    }
 }
 
 #[cfg(test)]
