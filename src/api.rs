@@ -17,13 +17,13 @@ use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::auth::{Access, AuthError, ClientAuth};
+use crate::connections::ConnectionStats;
 use crate::key::{parse_key, validate_key, KeyError};
 use crate::list::{list, local_page, ListQuery};
 use crate::metrics::{Latency, Op as TimedOp};
 use crate::node::{AcceptorError, Node, NodeError, PutOutcome};
 use crate::paxos::{Members, NodeId};
 use crate::query::{parse_read_query, ReadQuery};
-use crate::server::ConnectionStats;
 use crate::storage::Storage;
 use crate::tls::PeerCertificate;
 use crate::transport::list::{ListPeers, ListRequest};
@@ -755,14 +755,12 @@ async fn ready<S: Storage, T: Transport>(
     }
 }
 
-/// How recently a peer must have answered to count as reachable.
-const RECENT: Duration = Duration::from_secs(10);
-
 async fn status<S: Storage, T: Transport>(
     State(state): State<Arc<AppState<S, T>>>,
 ) -> Json<serde_json::Value> {
     let node = &state.node;
     let seen = node.last_seen();
+    let recent = node.timing().reachable_within();
     let members: Vec<_> = state
         .peer_urls
         .iter()
@@ -773,7 +771,7 @@ async fn status<S: Storage, T: Transport>(
                 "id": id,
                 "url": url,
                 "self": this,
-                "reachable": this || ago.is_some_and(|d| *d < RECENT),
+                "reachable": this || ago.is_some_and(|d| *d < recent),
                 "last_answer_ms_ago": ago.map(|d| d.as_millis() as u64),
             })
         })

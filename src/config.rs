@@ -1,12 +1,19 @@
-//! `serve` flags and their environment twins, validated into a [`Config`].
+//! `serve` flags and their environment twins, validated into a [`Config`];
+//! the node's [`Timing`] and connection [`Limits`], whose dependent
+//! defaults derive from each other; and the typed [`ConfigError`].
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::node::Timing;
 use crate::paxos::NodeId;
+
+mod error;
+mod timing;
+
+pub use error::{ConfigError, DurationError};
+pub use timing::{Limits, Timing, TimingArgs};
 
 /// The flags of `paxos-kv serve` (docs/api.md, "Command line").
 #[derive(clap::Args, Debug, Clone)]
@@ -29,12 +36,9 @@ pub struct ServeArgs {
     /// Largest value a PUT may store, in bytes.
     #[arg(long, env = "PAXOS_KV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
-    /// Deadline of every client request (503 after it), e.g. 5s or 800ms.
-    #[arg(long, env = "PAXOS_KV_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-    /// Deadline of one call to a peer.
-    #[arg(long, env = "PAXOS_KV_PEER_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub peer_timeout: Duration,
+    /// Request, peer-call and fast-path deadlines.
+    #[command(flatten)]
+    pub timing: TimingArgs,
     /// Client tokens and TLS.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -75,10 +79,10 @@ pub struct Config {
     pub token: Option<String>,
     /// Largest value a PUT may store.
     pub max_value_bytes: usize,
-    /// Request deadlines and backoff.
+    /// Request and peer-call deadlines, backoff, fast-path window.
     pub timing: Timing,
-    /// Deadline of one peer call.
-    pub peer_timeout: Duration,
+    /// What a client may take from the node's connection layer.
+    pub limits: Limits,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
     /// The client token file, when client requests need a token.
@@ -88,7 +92,7 @@ pub struct Config {
 }
 
 /// Parses `5s`, `250ms`, `2m` or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -96,75 +100,82 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 5s or 250ms"))?;
+        .map_err(|_| DurationError::NotADuration(text.to_owned()))?;
     let seconds = match unit {
         "ms" => number / 1000.0,
         "" | "s" => number,
         "m" => number * 60.0,
         _ => {
-            return Err(format!(
-                "{text:?} has unknown unit {unit:?}; use ms, s or m"
-            ))
+            return Err(DurationError::UnknownUnit {
+                text: text.to_owned(),
+                unit: unit.to_owned(),
+            })
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|source| DurationError::OutOfRange {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 /// Parses `ID=URL,ID=URL,...`.
-pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, reqwest::Url>, String> {
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, reqwest::Url>, ConfigError> {
     let mut peers = BTreeMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (id, url) = entry
             .split_once('=')
-            .ok_or_else(|| format!("--peers entry {entry:?} is not ID=URL"))?;
-        let id: NodeId =
-            id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-                format!("--peers entry {entry:?}: the id must be a positive integer")
-            })?;
-        let mut url = reqwest::Url::parse(url.trim())
-            .map_err(|e| format!("--peers entry {entry:?}: bad URL: {e}"))?;
+            .ok_or_else(|| ConfigError::PeerNotIdUrl(entry.to_owned()))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ConfigError::PeerId(entry.to_owned()))?;
+        let mut url = reqwest::Url::parse(url.trim()).map_err(|e| ConfigError::PeerUrl {
+            entry: entry.to_owned(),
+            reason: e.to_string(),
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!(
-                "--peers entry {entry:?}: the URL must be http:// or https:// with a host"
-            ));
+            return Err(ConfigError::PeerScheme(entry.to_owned()));
         }
         if !url.path().ends_with('/') {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
         if peers.insert(id, url).is_some() {
-            return Err(format!("--peers names node {id} twice"));
+            return Err(ConfigError::PeerTwice(id));
         }
     }
     if peers.is_empty() {
-        return Err("--peers is empty; list every member as ID=URL,ID=URL,...".into());
+        return Err(ConfigError::NoPeers);
     }
     Ok(peers)
 }
 
 impl ServeArgs {
-    /// Validates every flag; the error is one line for the user.
-    pub fn validate(self) -> Result<Config, String> {
+    /// Validates every flag and their combinations; the error is one line
+    /// for the user.
+    pub fn validate(self) -> Result<Config, ConfigError> {
         let peers = parse_peers(&self.peers)?;
         if !peers.contains_key(&self.id) {
             let ids: Vec<String> = peers.keys().map(|id| id.to_string()).collect();
-            return Err(format!(
-                "--id {} is not in --peers (members: {})",
-                self.id,
-                ids.join(", ")
-            ));
+            return Err(ConfigError::NotAMember {
+                id: self.id,
+                members: ids.join(", "),
+            });
         }
         let listen = self
             .listen
             .to_socket_addrs()
-            .map_err(|e| format!("--listen {:?}: {e}", self.listen))?
+            .map_err(|source| ConfigError::Listen {
+                listen: self.listen.clone(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("--listen {:?} resolves to no address", self.listen))?;
+            .ok_or_else(|| ConfigError::ListenNowhere(self.listen.clone()))?;
         if let Some(token) = &self.cluster_token {
             if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(
-                    "--cluster-token must be non-empty printable ASCII without spaces".into(),
-                );
+                return Err(ConfigError::ClusterToken);
             }
         }
         let tls = match (self.security.tls_cert, self.security.tls_key) {
@@ -173,24 +184,22 @@ impl ServeArgs {
                 key,
                 ca: self.security.tls_ca,
             }),
-            (None, None) if self.security.tls_ca.is_some() => {
-                return Err("--tls-ca needs --tls-cert and --tls-key".into())
-            }
+            (None, None) if self.security.tls_ca.is_some() => return Err(ConfigError::TlsCaAlone),
             (None, None) => None,
-            _ => return Err("--tls-cert and --tls-key go together".into()),
+            _ => return Err(ConfigError::TlsHalf),
         };
         if tls.is_some() {
             if let Some((id, url)) = peers.iter().find(|(_, u)| u.scheme() != "https") {
-                return Err(format!(
-                    "with --tls-cert every node speaks HTTPS: --peers URL of node {id} ({url}) must be https://"
-                ));
+                return Err(ConfigError::PeerNotHttps {
+                    id: *id,
+                    url: url.to_string(),
+                });
             }
         }
+        let timing = self.timing.timing();
+        let limits = Limits::default();
+        timing.validate(&limits)?;
         check_data_dir(&self.data_dir)?;
-        let timing = Timing {
-            request_timeout: self.request_timeout,
-            ..Timing::default()
-        };
         Ok(Config {
             id: self.id,
             listen,
@@ -199,7 +208,7 @@ impl ServeArgs {
             token: self.cluster_token,
             max_value_bytes: self.max_value_bytes,
             timing,
-            peer_timeout: self.peer_timeout,
+            limits,
             body_timeout: Duration::from_secs(30),
             client_tokens: self.security.client_tokens,
             tls,
@@ -208,8 +217,11 @@ impl ServeArgs {
 }
 
 /// Creates the directory if needed and proves it writable.
-fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("--data-dir {}: {e}", dir.display());
+fn check_data_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+    let fail = |source: std::io::Error| ConfigError::DataDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".paxos-kv-write-test");
     std::fs::write(&probe, b"ok").map_err(fail)?;

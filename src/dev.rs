@@ -4,9 +4,31 @@ use std::path::PathBuf;
 
 use rand::Rng;
 
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, ConfigError, ServeArgs};
 use crate::console::DevControl;
-use crate::server::{prepare, termination};
+use crate::server::{prepare, termination, ServeError};
+
+/// Why `paxos-kv dev` cannot run its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The ports do not fit below 65536.
+    #[error("--base-port {base_port} leaves no room for {nodes} nodes")]
+    Ports {
+        /// `--base-port`.
+        base_port: u16,
+        /// `--nodes`.
+        nodes: u32,
+    },
+    /// A node's configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A node cannot start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Starting or stopping the nodes failed.
+    #[error("{0}")]
+    Cluster(String),
+}
 
 /// The flags of `paxos-kv dev`.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,19 +45,17 @@ pub struct DevArgs {
 }
 
 /// Runs the cluster until SIGINT/SIGTERM.
-pub async fn run(args: DevArgs) -> Result<(), String> {
+pub async fn run(args: DevArgs) -> Result<(), DevError> {
     let token: String = {
         let mut rng = rand::rng();
         (0..32)
             .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("hex digit"))
             .collect()
     };
-    let port = |n: u32| -> Result<u16, String> {
-        u16::try_from(u32::from(args.base_port) + n - 1).map_err(|_| {
-            format!(
-                "--base-port {} leaves no room for {} nodes",
-                args.base_port, args.nodes
-            )
+    let port = |n: u32| -> Result<u16, DevError> {
+        u16::try_from(u32::from(args.base_port) + n - 1).map_err(|_| DevError::Ports {
+            base_port: args.base_port,
+            nodes: args.nodes,
         })
     };
     let mut peers = Vec::new();
@@ -52,8 +72,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
             peers: peers.clone(),
             cluster_token: Some(token.clone()),
             max_value_bytes: 1024 * 1024,
-            request_timeout: std::time::Duration::from_secs(5),
-            peer_timeout: std::time::Duration::from_secs(1),
+            timing: Default::default(),
             security: Default::default(),
         };
         configs.push(serve.validate()?);
@@ -68,7 +87,12 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     let control = DevControl::new();
     let mut running = Vec::new();
     for (config, node) in prepared {
-        running.push(control.launch(config, node).await?);
+        running.push(
+            control
+                .launch(config, node)
+                .await
+                .map_err(DevError::Cluster)?,
+        );
     }
     let first = running[0].addr;
     let last = running[running.len() - 1].addr;
@@ -86,5 +110,5 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     println!("  curl -i http://{last}/v1/kv/greeting");
     println!("Ctrl-C stops the cluster; the data stays for the next run.");
     termination().await;
-    control.stop_all().await
+    control.stop_all().await.map_err(DevError::Cluster)
 }

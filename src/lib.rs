@@ -52,6 +52,7 @@ pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod dev;
 pub mod error_chain;

@@ -28,36 +28,7 @@ use crate::transport::{
 use crate::value::Value;
 use crate::waiters::Waiters;
 
-/// Timing knobs of a node.
-#[derive(Clone, Debug)]
-pub struct Timing {
-    /// Every client request ends by then, with 503 if undecided.
-    pub request_timeout: Duration,
-    /// With a majority of read replies in hand but no conclusion, how long a
-    /// GET waits for the rest before it runs a recovery round.
-    pub straggler_wait: Duration,
-    /// First backoff after a failed round; doubles each retry.
-    pub backoff_base: Duration,
-    /// Ceiling of the backoff.
-    pub backoff_max: Duration,
-    /// A PUT tries the fast ballot first only while every peer answered
-    /// within this long (the server's heartbeat keeps it fresh); otherwise
-    /// a fast attempt could not gather every member and would only add a
-    /// wait before the classic round.
-    pub fast_path_window: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            request_timeout: Duration::from_secs(5),
-            straggler_wait: Duration::from_millis(50),
-            backoff_base: Duration::from_millis(2),
-            backoff_max: Duration::from_millis(200),
-            fast_path_window: Duration::from_secs(3),
-        }
-    }
-}
+pub use crate::config::Timing;
 
 /// Why a client request failed.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,41 +39,83 @@ use tokio::time::Sleep;
 
 use crate::api::{router, ApiError, AppState};
 use crate::auth::ClientAuth;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::connections::{ConnectionStats, OpenConnection};
 use crate::metrics::Latency;
-use crate::node::Node;
+use crate::node::{Node, StartError};
 use crate::paxos::Request;
-use crate::storage::{SledStorage, Storage};
+use crate::storage::{SledStorage, Storage, StorageError};
 use crate::tls::{NodeTls, PeerCertificate, TLS_HANDSHAKE_RECORD};
 use crate::transport::list::ListPeers;
-use crate::transport::{HttpTransport, PeerClientOptions, Transport};
+use crate::transport::{HttpTransport, PeerClientError, PeerClientOptions, Transport};
+
+/// Why a node cannot start, or stopped short of a clean stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The client token file cannot be read.
+    #[error("{0}")]
+    ClientTokens(String),
+    /// The TLS files cannot be loaded.
+    #[error("{0}")]
+    Tls(String),
+    /// The database cannot be opened.
+    #[error("--data-dir {}: {source}", dir.display())]
+    Storage {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: StorageError,
+    },
+    /// The node's identity refuses the directory.
+    #[error("--data-dir {}: {source}", dir.display())]
+    Node {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: StartError,
+    },
+    /// The peer client cannot be built.
+    #[error(transparent)]
+    PeerClient(#[from] PeerClientError),
+    /// SIGHUP cannot be watched.
+    #[error("{0}")]
+    Signals(String),
+    /// The console cannot start.
+    #[error("{0}")]
+    Console(String),
+    /// The port cannot be taken.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The listener has no address.
+    #[error("the listener has no address: {0}")]
+    Listener(io::Error),
+    /// The last flush failed: what was acknowledged may not be durable.
+    #[error("flush at shutdown failed: {0}")]
+    Flush(StorageError),
+    /// The serving task panicked or was cancelled.
+    #[error("the node's task failed: {0}")]
+    Task(String),
+}
+
+/// For callers that report one line (the console's dev controls).
+impl From<ServeError> for String {
+    fn from(e: ServeError) -> String {
+        e.to_string()
+    }
+}
 
 /// The production node type.
 pub type ProdNode = Node<SledStorage, HttpTransport>;
 
-/// How much a client may take from a node; see the module docs.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Connections served at once; one more is answered 503 and closed.
-    pub max_connections: usize,
-    /// Deadline to receive a request's headers, counted from when the
-    /// connection is ready for a request; also the longest a keep-alive
-    /// connection may sit idle.
-    pub header_timeout: Duration,
-    /// Longest a client may leave a response unread (no write progress)
-    /// before the node drops the connection.
-    pub write_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 1024,
-            header_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// Largest request head (request line and headers) a connection may send;
 /// a larger one is answered 431 and the connection closed. Keys are at most
@@ -93,53 +135,11 @@ const SHED_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Counters of the connection layer, rendered by `/metrics`.
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    accepted: AtomicU64,
-    open: AtomicU64,
-    shed: AtomicU64,
-}
-
-impl ConnectionStats {
-    /// Connections accepted since start, shed ones included.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// Connections being served now (the 503 answers to shed ones excluded).
-    pub fn open(&self) -> u64 {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    /// Connections refused with 503 (or closed) because the node was at its
-    /// connection limit, since start.
-    pub fn shed(&self) -> u64 {
-        self.shed.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts one open connection for as long as it lives.
-struct OpenConnection(Arc<ConnectionStats>);
-
-impl OpenConnection {
-    fn new(stats: &Arc<ConnectionStats>) -> Self {
-        stats.open.fetch_add(1, Ordering::SeqCst);
-        OpenConnection(stats.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// A node with its storage open, ready to serve.
 pub struct Prepared {
     config: Config,
     node: Arc<ProdNode>,
-    limits: Limits,
+    list_peers: ListPeers,
     stats: Arc<ConnectionStats>,
     clients: Arc<ClientAuth>,
     tls: Option<NodeTls>,
@@ -150,27 +150,37 @@ pub struct Prepared {
 
 /// Opens the data directory and builds the node. Binds nothing, so every
 /// configuration or disk problem surfaces before the port is taken.
-pub fn prepare(config: Config) -> Result<Prepared, String> {
+pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    config.timing.validate(&config.limits)?;
     let clients = match &config.client_tokens {
-        Some(path) => ClientAuth::from_file(path)?,
+        Some(path) => ClientAuth::from_file(path).map_err(ServeError::ClientTokens)?,
         None => ClientAuth::open(),
     };
-    let tls = config.tls.as_ref().map(|files| files.load()).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| files.load())
+        .transpose()
+        .map_err(ServeError::Tls)?;
     let latency = Latency::default();
-    let storage = SledStorage::open(&config.data_dir)
-        .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?;
+    let storage = SledStorage::open(&config.data_dir).map_err(|source| ServeError::Storage {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
     let observer = latency.clone();
     storage.observe_syncs(Arc::new(move |took| observer.observe_sync(took)));
     let transport = HttpTransport::with_options(
         config.id,
         &config.peers,
         config.token.as_deref(),
-        config.peer_timeout,
+        config.timing.peer_timeout,
         PeerClientOptions {
             tls: tls.as_ref().and_then(|t| t.peer_client.clone()),
             latency: Some(latency.clone()),
+            pool_idle: config.limits.peer_pool_idle(),
         },
     )?;
+    let list_peers = transport.list_peers()?;
     let urls = config
         .peers
         .iter()
@@ -184,11 +194,14 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         transport,
         None,
     )
-    .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?;
+    .map_err(|source| ServeError::Node {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
     Ok(Prepared {
         config,
         node,
-        limits: Limits::default(),
+        list_peers,
         stats: Arc::default(),
         clients: Arc::new(clients),
         tls,
@@ -201,12 +214,6 @@ impl Prepared {
     /// The node.
     pub fn node(&self) -> &Arc<ProdNode> {
         &self.node
-    }
-
-    /// Serves under `limits` instead of [`Limits::default`].
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
     }
 
     /// Lets this node's console stop and start the nodes of `dev`
@@ -227,11 +234,11 @@ impl Prepared {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), ServeError> {
         let Prepared {
             config,
             node,
-            limits,
+            list_peers,
             stats,
             clients,
             tls,
@@ -254,24 +261,20 @@ impl Prepared {
                 .map(|(id, url)| (*id, url.as_str().trim_end_matches('/').to_string()))
                 .collect(),
             connections: stats.clone(),
-            list_peers: Arc::new(ListPeers::new(
-                config.id,
-                &config.peers,
-                config.token.as_deref(),
-                config.peer_timeout,
-                tls.as_ref().and_then(|t| t.peer_client.clone()),
-            )?),
+            list_peers: Arc::new(list_peers),
             clients: clients.clone(),
             latency,
             peers_need_certificate: tls.as_ref().is_some_and(|t| t.peers_need_certificate),
         });
-        let reloader = crate::auth::announce_and_reload_on_sighup(clients)?;
+        let reloader =
+            crate::auth::announce_and_reload_on_sighup(clients).map_err(ServeError::Signals)?;
         let (console, console_closing) = crate::console::Console::new(
             node.clone(),
             config.token.clone(),
             state.peer_urls.clone(),
             dev,
-        )?;
+        )
+        .map_err(ServeError::Console)?;
         let app = router(state).merge(crate::console::router(console));
         // Event streams never end by themselves: end them when the node stops.
         let shutdown = async move {
@@ -280,7 +283,7 @@ impl Prepared {
         };
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let lifecycle = tokio::spawn(crate::rejoin::run(node.clone()));
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(ServeError::Listener)?;
         tracing::info!(id = config.id, %addr, members = config.peers.len(), "serving");
         // Waiting readers (GET ?wait) answer at once when the stop begins.
         let waiters_of = node.clone();
@@ -289,22 +292,21 @@ impl Prepared {
             waiters_of.waiters().close();
         };
         let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server));
-        let result = serve(listener, app, limits, stats, tls, shutdown).await;
+        let limits = config.limits.clone();
+        serve(listener, app, limits, stats, tls, shutdown).await;
         heartbeat.abort();
         lifecycle.abort();
         if let Some(reloader) = reloader {
             reloader.abort();
         }
-        node.storage()
-            .flush()
-            .map_err(|e| format!("flush at shutdown failed: {e}"))?;
+        node.storage().flush().map_err(ServeError::Flush)?;
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 
     /// Starts serving in the background (for `dev` and tests).
-    pub fn spawn(self, listener: TcpListener) -> Result<RunningServer, String> {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    pub fn spawn(self, listener: TcpListener) -> Result<RunningServer, ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::Listener)?;
         let stats = self.stats.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(listener, async move {
@@ -329,7 +331,7 @@ async fn serve(
     stats: Arc<ConnectionStats>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shed_slots = Arc::new(Semaphore::new(MAX_SHED_CONNECTIONS));
     // `stopping` tells connections to finish; every connection task holds a
@@ -354,7 +356,7 @@ async fn serve(
                 }
             }
         };
-        stats.accepted.fetch_add(1, Ordering::SeqCst);
+        stats.count_accepted();
         let _ = stream.set_nodelay(true);
         let stopping = stopping_rx.clone();
         let alive = alive_rx.clone();
@@ -369,7 +371,7 @@ async fn serve(
                 });
             }
             Err(_) => {
-                stats.shed.fetch_add(1, Ordering::Relaxed);
+                stats.count_shed();
                 if let Ok(slot) = shed_slots.clone().try_acquire_owned() {
                     let write_timeout = limits.write_timeout;
                     let tls = tls.clone();
@@ -392,7 +394,6 @@ async fn serve(
     {
         tracing::warn!("requests still in flight after 10 s; stopping anyway");
     }
-    Ok(())
 }
 
 /// Serves one connection with the router until the client leaves, a limit
@@ -637,7 +638,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     stats: Arc<ConnectionStats>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), String>>,
+    task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl RunningServer {
@@ -652,19 +653,21 @@ impl RunningServer {
     }
 
     /// Stops gracefully and waits until storage is flushed.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.map_err(|e| e.to_string())?
+        (&mut self.task)
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))?
     }
 }
 
 /// Binds `addr` with a clear error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -700,7 +703,7 @@ pub async fn termination() {
 /// pinged peers quiet for 2 s, an idle peer was pinged every other tick and
 /// reached 4 s, over the 3 s window, in about a fifth of the samples.)
 async fn heartbeat<S: Storage, T: Transport>(node: Arc<Node<S, T>>) {
-    let every = node.timing().fast_path_window / 3;
+    let every = node.timing().heartbeat_every();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

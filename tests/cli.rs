@@ -21,7 +21,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Every environment variable that could change what the binary does;
 /// removed from each child so the runner's environment cannot leak in.
-const ENV_TWINS: [&str; 9] = [
+const ENV_TWINS: [&str; 10] = [
     "PAXOS_KV_ID",
     "PAXOS_KV_LISTEN",
     "PAXOS_KV_DATA_DIR",
@@ -30,6 +30,7 @@ const ENV_TWINS: [&str; 9] = [
     "PAXOS_KV_MAX_VALUE_BYTES",
     "PAXOS_KV_REQUEST_TIMEOUT",
     "PAXOS_KV_PEER_TIMEOUT",
+    "PAXOS_KV_FAST_PATH_WINDOW",
     "RUST_LOG",
 ];
 
@@ -432,6 +433,26 @@ async fn serve_refuses_misconfiguration_before_binding() {
             vec!["--peer-timeout", "5h"],
         ),
         (
+            "peer timeout as long as the request timeout",
+            serve(
+                "1",
+                &peers,
+                &data,
+                &["--request-timeout", "2s", "--peer-timeout", "2s"],
+            ),
+            vec!["--peer-timeout", "--request-timeout"],
+        ),
+        (
+            "fast-path window too short for the heartbeat",
+            serve("1", &peers, &data, &["--fast-path-window", "20ms"]),
+            vec!["--fast-path-window", "30ms"],
+        ),
+        (
+            "zero request timeout",
+            serve("1", &peers, &data, &["--request-timeout", "0s"]),
+            vec!["--request-timeout", "zero"],
+        ),
+        (
             "token with a space",
             serve("1", &peers, &data, &["--cluster-token", "a b"]),
             vec!["--cluster-token"],
@@ -498,6 +519,23 @@ async fn serve_refuses_misconfiguration_before_binding() {
     )
     .await;
     assert_refused(&env_out, &["--id 7", "--peers"], "PAXOS_KV_ID not a member");
+
+    // A combination set half by a flag, half by an environment twin.
+    let combined = run(
+        dir.path(),
+        &serve("1", &peers, &data, &["--request-timeout", "3s"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("PAXOS_KV_PEER_TIMEOUT", "4s")],
+        None,
+    )
+    .await;
+    assert_refused(
+        &combined,
+        &["--peer-timeout (4s)", "--request-timeout (3s)"],
+        "PAXOS_KV_PEER_TIMEOUT over --request-timeout",
+    );
 
     // Control: a valid configuration on the held port fails only at bind,
     // so the refusals above really came before binding.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use paxos_kv::config::ServeArgs;
+use paxos_kv::config::{ServeArgs, TimingArgs};
 use paxos_kv::key::{encode_key, parse_key, validate_key, KeyError, MAX_KEY_BYTES};
 use paxos_kv::node::{Node, NodeError, PutOutcome, Timing};
 use paxos_kv::paxos::ballot::MAX_ROUND;
@@ -740,7 +740,7 @@ impl TestNode {
 
     async fn stop(&mut self) -> Result<(), String> {
         match self.server.take() {
-            Some(server) => server.stop().await,
+            Some(server) => Ok(server.stop().await?),
             None => Ok(()),
         }
     }
@@ -821,13 +821,17 @@ impl Cluster {
             peers: self.peers.clone(),
             cluster_token: self.setup.token.map(str::to_owned),
             max_value_bytes: self.setup.max_value_bytes,
-            request_timeout: self.setup.request_timeout,
-            peer_timeout: Duration::from_secs(1),
+            timing: TimingArgs {
+                request_timeout: self.setup.request_timeout,
+                peer_timeout: Duration::from_secs(1),
+                ..TimingArgs::default()
+            },
             security: Default::default(),
         };
-        let mut config = args.validate()?;
+        let mut config = args.validate().map_err(|e| e.to_string())?;
         config.body_timeout = self.setup.body_timeout;
-        let prepared = prepare(config)?.with_limits(self.setup.limits.clone());
+        config.limits = self.setup.limits.clone();
+        let prepared = prepare(config)?;
         let node = prepared.node().clone();
         let server = prepared.spawn(listener)?;
         Ok(TestNode {
@@ -2772,7 +2776,9 @@ async fn stopping_finishes_requests_in_flight_despite_hostile_clients() {
         .await
         .expect("the node stops in time")
         .expect("task");
-    assert_eq!(stopped, Ok(()));
+    if let Err(e) = stopped {
+        panic!("the node stops cleanly: {e}");
+    }
     trickle.abort();
     cluster.restart(1).await;
     let get = http()

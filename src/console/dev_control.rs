@@ -98,7 +98,7 @@ impl DevControl {
     async fn open(self: &Arc<Self>, config: &Config) -> Result<RunningServer, String> {
         let prepared = prepare(config.clone())?.with_dev(self.clone());
         let listener = bind(config.listen).await?;
-        prepared.spawn(listener)
+        Ok(prepared.spawn(listener)?)
     }
 
     /// Every node's id, URL and state.
@@ -184,7 +184,7 @@ impl DevControl {
         let mut result = Ok(());
         for server in servers {
             if let Err(e) = server.stop().await {
-                result = Err(e);
+                result = Err(e.into());
             }
         }
         result

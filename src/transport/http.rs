@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use crate::config::Limits;
 use crate::metrics::Latency;
 use crate::value::Value;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::list::ListPeers;
 use super::wire::{
     BatchMessage, BatchResponse, Envelope, FenceReply, FenceRequest, HelloRequest, PeerBatch,
     ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
@@ -46,7 +48,6 @@ struct Shared {
 }
 
 /// Optional parts of an [`HttpTransport`] beyond [`HttpTransport::new`]'s.
-#[derive(Default)]
 pub struct PeerClientOptions {
     /// TLS for `https://` peers: the roots to trust and the client
     /// certificate to present (see `tls.rs`). Without it, `https://` peers
@@ -54,6 +55,38 @@ pub struct PeerClientOptions {
     pub tls: Option<rustls::ClientConfig>,
     /// Where to record the duration of each batch exchange.
     pub latency: Option<Latency>,
+    /// How long an idle pooled connection to a peer is kept
+    /// ([`Limits::peer_pool_idle`]).
+    pub pool_idle: Duration,
+}
+
+impl Default for PeerClientOptions {
+    fn default() -> Self {
+        PeerClientOptions {
+            tls: None,
+            latency: None,
+            pool_idle: Limits::default().peer_pool_idle(),
+        }
+    }
+}
+
+/// Why a peer client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerClientError {
+    /// reqwest refused the client (typically its TLS configuration).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// A member's base URL cannot take a route.
+    #[error("bad URL for node {id}: {reason}")]
+    Url {
+        /// The member.
+        id: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster token is no valid header value.
+    #[error("the cluster token must be printable ASCII")]
+    Token,
 }
 
 /// One peer: its batch URL and, once the first call starts it, the queue of
@@ -82,7 +115,7 @@ impl HttpTransport {
         peers: &BTreeMap<NodeId, reqwest::Url>,
         token: Option<&str>,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PeerClientError> {
         Self::with_options(me, peers, token, timeout, PeerClientOptions::default())
     }
 
@@ -93,7 +126,7 @@ impl HttpTransport {
         token: Option<&str>,
         timeout: Duration,
         options: PeerClientOptions,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PeerClientError> {
         let mut builder = reqwest::Client::builder();
         if let Some(tls) = options.tls {
             builder = builder.use_preconfigured_tls(tls);
@@ -102,18 +135,13 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .pool_max_idle_per_host(IN_FLIGHT * 4)
-            // Below the server's 10 s idle close, so a pooled connection is
-            // not reused just as the peer closes it.
-            .pool_idle_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(options.pool_idle)
             .tcp_nodelay(true)
             .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .build()?;
         let mut links = BTreeMap::new();
         for (&id, base) in peers {
-            let url = base
-                .join("v1/paxos/batch")
-                .map_err(|e| format!("bad URL for node {id}: {e}"))?;
+            let url = peer_url(id, base, "v1/paxos/batch")?;
             links.insert(
                 id,
                 Link {
@@ -127,7 +155,7 @@ impl HttpTransport {
         let auth = token
             .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
             .transpose()
-            .map_err(|_| "the cluster token must be printable ASCII".to_string())?;
+            .map_err(|_| PeerClientError::Token)?;
         Ok(HttpTransport {
             shared: Arc::new(Shared {
                 me,
@@ -140,6 +168,29 @@ impl HttpTransport {
             timeout,
         })
     }
+
+    /// The client of `/v1/paxos/list` pages: this transport's own HTTP
+    /// client (one connection pool, the same TLS, timeout and token).
+    pub fn list_peers(&self) -> Result<ListPeers, PeerClientError> {
+        let mut urls = BTreeMap::new();
+        for (&id, link) in &self.links {
+            urls.insert(id, peer_url(id, &link.base, "v1/paxos/list")?);
+        }
+        Ok(ListPeers::new(
+            self.shared.me,
+            self.shared.client.clone(),
+            urls,
+            self.shared.auth.clone(),
+        ))
+    }
+}
+
+/// The URL of `route` on member `id` at `base`.
+fn peer_url(id: NodeId, base: &reqwest::Url, route: &str) -> Result<reqwest::Url, PeerClientError> {
+    base.join(route).map_err(|e| PeerClientError::Url {
+        id,
+        reason: e.to_string(),
+    })
 }
 
 impl Transport for HttpTransport {

@@ -19,7 +19,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
@@ -166,46 +165,21 @@ pub struct ListPeers {
 }
 
 impl ListPeers {
-    /// A client for node `me` reaching `peers` (base URLs such as
-    /// `http://10.0.0.2:7001`), sending `token` as a bearer token when set,
-    /// giving up on a call after `timeout`.
-    pub fn new(
+    /// Node `me`'s client of the members' list routes at `urls`, sending
+    /// `auth` (the cluster token) when set, over `client`: the peer
+    /// transport's ([`super::HttpTransport::list_peers`]).
+    pub(crate) fn new(
         me: NodeId,
-        peers: &BTreeMap<NodeId, reqwest::Url>,
-        token: Option<&str>,
-        timeout: Duration,
-        tls: Option<rustls::ClientConfig>,
-    ) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder();
-        if let Some(tls) = tls {
-            // The same roots and client certificate as the peer transport.
-            builder = builder.use_preconfigured_tls(tls);
-        }
-        let client = builder
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(1)))
-            .pool_idle_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let mut urls = BTreeMap::new();
-        for (&id, base) in peers {
-            let url = base
-                .join("v1/paxos/list")
-                .map_err(|e| format!("bad URL for node {id}: {e}"))?;
-            urls.insert(id, url);
-        }
-        let auth = token
-            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
-            .transpose()
-            .map_err(|_| "the cluster token must be printable ASCII".to_string())?;
-        Ok(ListPeers {
+        client: reqwest::Client,
+        urls: BTreeMap<NodeId, reqwest::Url>,
+        auth: Option<HeaderValue>,
+    ) -> Self {
+        ListPeers {
             me,
             client,
             urls,
             auth,
-        })
+        }
     }
 
     /// This node's id, the `from` of its requests.

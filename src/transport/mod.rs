@@ -12,7 +12,7 @@ pub mod list;
 mod memory;
 pub mod wire;
 
-pub use http::{HttpTransport, PeerClientOptions};
+pub use http::{HttpTransport, PeerClientError, PeerClientOptions};
 pub use memory::{Fate, MemoryNetwork, MemoryTransport, PeerHandler};
 pub use wire::{Envelope, HelloReply};
 

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use paxos_kv::config::{Config, ServeArgs};
+use paxos_kv::config::{Config, ServeArgs, TimingArgs};
 use paxos_kv::server::{prepare, RunningServer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -58,10 +58,12 @@ impl Default for Options {
 }
 
 impl Options {
-    /// A cluster whose requests give up after 2 s, for tests that expect 503.
+    /// A cluster whose requests give up after 2 s, for tests that expect 503
+    /// (a peer call must end sooner than a request: 1 s).
     pub fn impatient() -> Self {
         Options {
             request_timeout: Duration::from_secs(2),
+            peer_timeout: Duration::from_secs(1),
             ..Options::default()
         }
     }
@@ -209,8 +211,11 @@ impl Cluster {
             peers: self.peers.clone(),
             cluster_token: self.options.token.clone(),
             max_value_bytes: self.options.max_value_bytes,
-            request_timeout: self.options.request_timeout,
-            peer_timeout: self.options.peer_timeout,
+            timing: TimingArgs {
+                request_timeout: self.options.request_timeout,
+                peer_timeout: self.options.peer_timeout,
+                ..TimingArgs::default()
+            },
             security: Default::default(),
         }
         .validate()
