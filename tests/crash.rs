@@ -7,11 +7,12 @@
 //! and a vote are durable before the reply leaves) and 2 (a node never reuses
 //! a ballot across restarts).
 //!
-//! Randomized parts print their seed; `PAXOS_KV_CRASH_SEED=N` replays the
+//! Randomized parts print their seed; `PAXOS_KV_SEED=N` replays the
 //! same keys, values and node choices (process timing stays real).
 
-#[path = "procs/mod.rs"]
-mod procs;
+mod support;
+
+use support::procs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,15 +24,6 @@ use procs::{Answer, Cluster};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::json;
-
-fn seed() -> u64 {
-    let seed = std::env::var("PAXOS_KV_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("seed = {seed} (replay with PAXOS_KV_CRASH_SEED={seed})");
-    seed
-}
 
 /// One PUT a load client sent and what came back.
 #[derive(Clone, Debug)]
@@ -168,7 +160,7 @@ impl Load {
 async fn sigkill_under_load_loses_no_acknowledged_put() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let seed = seed();
+    let seed = support::seed::seed("crash", "sigkill_under_load_loses_no_acknowledged_put");
     let mut cluster = Cluster::start(3).await;
     // Definite answers between two crashes: enough that each SIGKILL lands
     // among requests in flight.
@@ -231,7 +223,7 @@ async fn sigkill_under_load_loses_no_acknowledged_put() {
 async fn large_values_survive_sigkill_mid_write() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let seed = seed();
+    let seed = support::seed::seed("crash", "large_values_survive_sigkill_mid_write");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cluster = Cluster::start(3).await;
     let load = Load::start(cluster.urls(), 3, 200, (64 << 10)..(1 << 20), seed);
@@ -691,7 +683,7 @@ async fn restarted_node_never_reuses_a_ballot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mib_value_survives_sigkill_of_every_node() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
-    let seed = seed();
+    let seed = support::seed::seed("crash", "one_mib_value_survives_sigkill_of_every_node");
     let mut cluster = Cluster::start(3).await;
     let client = procs::client(Duration::from_secs(30));
     let mut value = vec![0u8; 1 << 20];

@@ -11,6 +11,8 @@
 //! Every randomized test is seeded; the seed is printed (shown on failure)
 //! and `PAXOS_KV_SEED=<seed>` replays it.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::tmpfs::Tmpfs;
 
 use bytes::Bytes;
 use paxos_kv::config::{ServeArgs, TimingArgs};
@@ -43,19 +46,6 @@ use tokio::net::TcpStream;
 // Seeds and the property runner
 // ======================================================================
 
-/// The seed of a randomized test: `PAXOS_KV_SEED` or a fresh one, printed
-/// so that a failure can be replayed.
-fn seed(test: &str) -> u64 {
-    let seed = match std::env::var("PAXOS_KV_SEED") {
-        Ok(s) => s.trim().parse().expect("PAXOS_KV_SEED must be a u64"),
-        Err(_) => rand::random(),
-    };
-    eprintln!(
-        "{test}: seed {seed} (replay: PAXOS_KV_SEED={seed} cargo test --release --test hostile {test})"
-    );
-    seed
-}
-
 /// Runs `cases` cases of `property` over `strategy` with a seeded RNG; on
 /// failure, panics with the seed and the shrunk input.
 fn check<S: Strategy>(
@@ -66,7 +56,7 @@ fn check<S: Strategy>(
 ) where
     S::Value: Debug,
 {
-    let seed = seed(test);
+    let seed = support::seed::seed("hostile", test);
     let mut runner = TestRunner::new(PropConfig {
         cases,
         rng_seed: RngSeed::Fixed(seed),
@@ -75,7 +65,10 @@ fn check<S: Strategy>(
         ..PropConfig::default()
     });
     if let Err(e) = runner.run(&strategy, property) {
-        panic!("{test} failed with seed {seed} (PAXOS_KV_SEED={seed} replays it): {e}");
+        panic!(
+            "{test} failed: {}: {e}",
+            support::seed::replay(seed, "hostile", test)
+        );
     }
 }
 
@@ -2085,103 +2078,6 @@ async fn clients_that_stop_reading_are_disconnected() {
 // Storage failure
 // ======================================================================
 
-/// A tmpfs of a fixed size mounted under a temporary directory, so that a
-/// test can fill the disk under a node; unmounted on drop.
-struct Tmpfs {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `16m`), or says why it cannot.
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount = dir.path().join("disk");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&mount)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { mount, _dir: dir })
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.mount.join("filler")
-    }
-
-    /// Fills the disk to the last byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.filler())
-            .expect("filler");
-        let block = vec![0xAAu8; 64 * 1024];
-        let mut size = block.len();
-        while size > 0 {
-            match file.write(&block[..size]) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => size /= 2,
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-        let _ = file.sync_all();
-    }
-
-    /// Frees `bytes` of the filler (all of it when `None`).
-    fn free(&self, bytes: Option<u64>) {
-        match bytes {
-            None => std::fs::remove_file(self.filler()).expect("remove filler"),
-            Some(n) => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(self.filler())
-                    .expect("filler");
-                let len = file.metadata().expect("metadata").len();
-                file.set_len(len.saturating_sub(n)).expect("truncate");
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.mount)
-            .status();
-    }
-}
-
-/// Mounts a tmpfs for a storage test, or explains loudly why the test
-/// cannot run here (mounting needs root or CAP_SYS_ADMIN).
-fn tmpfs_or_skip(test: &str) -> Option<Tmpfs> {
-    match Tmpfs::mount("16m") {
-        Ok(disk) => Some(disk),
-        Err(e) if std::env::var_os("PAXOS_KV_REQUIRE_TMPFS").is_some() => {
-            panic!("{test}: PAXOS_KV_REQUIRE_TMPFS is set but {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: cannot mount a tmpfs to fill ({e}); run as root to test");
-            None
-        }
-    }
-}
-
 /// Everything clients were told about a key: a 201 for a value, or a 200
 /// GET that returned it. Each must survive any restart (docs/api.md guarantee 3).
 #[derive(Default)]
@@ -2401,7 +2297,7 @@ async fn fill_and_fail(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_gives_5xx_and_no_answer_is_undone() {
     let test = "a_full_disk_gives_5xx_and_no_answer_is_undone";
-    let Some(disk) = tmpfs_or_skip(test) else {
+    let Some(disk) = Tmpfs::or_skip(test) else {
         return;
     };
     let setup = Setup {
@@ -2432,7 +2328,7 @@ async fn a_full_disk_gives_5xx_and_no_answer_is_undone() {
     // The disk recovers: the failed database is set aside, a fresh one is
     // opened, and the node waits for a majority of other members it does
     // not have.
-    disk.free(None);
+    disk.free();
     let dir = cluster.node(1).dir.clone();
     let status = status_until(
         &client,
@@ -2473,7 +2369,7 @@ async fn a_full_disk_gives_5xx_and_no_answer_is_undone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_full_disk_leaves_the_cluster_available_and_consistent() {
     let test = "one_full_disk_leaves_the_cluster_available_and_consistent";
-    let Some(disk) = tmpfs_or_skip(test) else {
+    let Some(disk) = Tmpfs::or_skip(test) else {
         return;
     };
     let root = tempfile::tempdir().expect("tempdir");
@@ -2519,7 +2415,7 @@ async fn one_full_disk_leaves_the_cluster_available_and_consistent() {
     // With node 3 down, node 1 cannot rebuild (one other member serves):
     // it sets the failed database aside and waits.
     cluster.nodes[2].stop().await.expect("node 3 stops");
-    disk.free(None);
+    disk.free();
     let dir = cluster.node(1).dir.clone();
     let status = status_until(
         &client,

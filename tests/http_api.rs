@@ -3,8 +3,9 @@
 //! driven over real sockets with reqwest or, where reqwest cannot say it
 //! (an oversized Content-Length, a chunked body), with hand-written HTTP/1.1.
 
-#[path = "harness/mod.rs"]
-mod harness;
+mod support;
+
+use support::inproc as harness;
 
 use std::sync::Arc;
 

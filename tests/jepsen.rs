@@ -29,7 +29,7 @@
 //! deterministically and shows the 404 and the second value.
 //!
 //! Bounds: about 60 s of nemesis by default, `PAXOS_KV_JEPSEN_SECS=N` for
-//! longer. Seeded: `PAXOS_KV_JEPSEN_SEED=N` replays the nemesis schedule and
+//! longer. Seeded: `PAXOS_KV_SEED=N` replays the nemesis schedule and
 //! the clients' choices (keys, values, nodes); process timing stays real.
 //!
 //! Part 4 (the checker must be able to fail): hand-made bad histories are
@@ -38,9 +38,9 @@
 //! only each other: quorum {3} never intersects quorum {1, 2}) reports
 //! violations.
 
-mod common;
-#[path = "procs/mod.rs"]
-mod procs;
+mod support;
+
+use support::procs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -59,7 +59,7 @@ use rand::{Rng, SeedableRng};
 
 /// The history as jepsen records it (who sent what to which node, when),
 /// checked by the shared exact write-once register checker
-/// `tests/common/register_history.rs` (the one the simulation uses; its
+/// `tests/support/history.rs` (the one the simulation uses; its
 /// module docs give the specification, the rules and why they are exact).
 /// An unknown outcome (503, timeout, connection error) may take effect at
 /// any time after its invocation, or never.
@@ -75,7 +75,7 @@ mod history {
 
     use bytes::Bytes;
 
-    use super::common::register_history as shared;
+    use super::support::history as shared;
 
     /// What a client asked.
     pub type Call = shared::Call<Bytes>;
@@ -1170,15 +1170,6 @@ async fn run(cfg: RunConfig) -> Report {
     report
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("PAXOS_KV_JEPSEN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("jepsen seed = {seed} (replay with PAXOS_KV_JEPSEN_SEED={seed})");
-    seed
-}
-
 /// docs/api.md guarantees 1 to 4 under crashes, pauses, partitions and delayed
 /// messages: the whole history of about 60 s of contested PUTs and GETs
 /// (longer with `PAXOS_KV_JEPSEN_SECS`) is linearizable as a write-once
@@ -1188,7 +1179,7 @@ fn seed() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jepsen_history_under_nemesis_is_linearizable() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
-    let seed = seed();
+    let seed = support::seed::seed("jepsen", "jepsen_history_under_nemesis_is_linearizable");
     let secs = std::env::var("PAXOS_KV_JEPSEN_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1238,7 +1229,7 @@ async fn jepsen_history_under_nemesis_is_linearizable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jepsen_pipeline_catches_a_split_cluster() {
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
-    let seed = seed();
+    let seed = support::seed::seed("jepsen", "jepsen_pipeline_catches_a_split_cluster");
     let report = run(RunConfig {
         seed,
         nemesis: Duration::from_secs(5),

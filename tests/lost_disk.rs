@@ -18,10 +18,12 @@
 //! that was acknowledged (docs/api.md, "Cluster identity and membership";
 //! docs/design.md, invariants 8 to 10).
 
-#[path = "procs/mod.rs"]
-mod procs;
+mod support;
 
-use std::path::{Path, PathBuf};
+use support::procs;
+use support::tmpfs::Tmpfs;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -722,89 +724,6 @@ async fn different_peers_never_serve_together() {
 // Fail-stop storage on a full disk
 // ----------------------------------------------------------------------
 
-/// A small tmpfs mounted under a temporary directory, to fill under one
-/// node; unmounted on drop (as in `tests/hostile.rs`).
-struct Tmpfs {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount = dir.path().join("disk");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&mount)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { mount, _dir: dir })
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.mount.join("filler")
-    }
-
-    /// Fills the disk to the last byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.filler())
-            .expect("filler");
-        let block = vec![0xAAu8; 64 * 1024];
-        let mut size = block.len();
-        while size > 0 {
-            match file.write(&block[..size]) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => size /= 2,
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-        let _ = file.sync_all();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.filler()).expect("remove filler");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.mount)
-            .status();
-    }
-}
-
-fn tmpfs_or_skip(test: &str) -> Option<Tmpfs> {
-    match Tmpfs::mount("16m") {
-        Ok(disk) => Some(disk),
-        Err(e) if std::env::var_os("PAXOS_KV_REQUIRE_TMPFS").is_some() => {
-            panic!("{test}: PAXOS_KV_REQUIRE_TMPFS is set but {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: cannot mount a tmpfs to fill ({e}); run as root to test");
-            None
-        }
-    }
-}
-
 /// A 3-node cluster whose node 1 keeps its data on `disk`.
 async fn cluster_with_node1_on(disk: &Tmpfs) -> Cluster {
     let mut cluster = Cluster::new(3, |_, ports| procs::peers_string(ports));
@@ -893,7 +812,7 @@ async fn write_until_node1_fails(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_disk_fail_stops_and_rebuilds_losing_nothing() {
     let test = "a_failed_disk_fail_stops_and_rebuilds_losing_nothing";
-    let Some(disk) = tmpfs_or_skip(test) else {
+    let Some(disk) = Tmpfs::or_skip(test) else {
         return;
     };
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -976,7 +895,7 @@ async fn a_failed_disk_fail_stops_and_rebuilds_losing_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_after_its_disk_failed_rebuilds_before_serving() {
     let test = "a_node_killed_after_its_disk_failed_rebuilds_before_serving";
-    let Some(disk) = tmpfs_or_skip(test) else {
+    let Some(disk) = Tmpfs::or_skip(test) else {
         return;
     };
     let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;

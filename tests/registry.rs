@@ -9,10 +9,10 @@
 //! sorted bytewise and `next` walks them all; a waiter answers as soon as a
 //! value is chosen anywhere, and at its end answers what a GET would.
 
-#[path = "harness/mod.rs"]
-mod harness;
-#[path = "procs/mod.rs"]
-mod procs;
+mod support;
+
+use support::inproc as harness;
+use support::procs;
 
 use std::time::{Duration, Instant};
 

@@ -15,8 +15,9 @@
 //! Certificates are made in the test with rcgen. Every wait polls with a
 //! 60 s deadline.
 
-#[path = "procs/mod.rs"]
-mod procs;
+mod support;
+
+use support::procs;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

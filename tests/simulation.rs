@@ -19,21 +19,21 @@
 //! the nemesis, the clients, the disks' latency, the nodes' backoff and PUT
 //! ids) comes from the seed. Every client operation is recorded with its
 //! invocation and completion, and the history of each key is checked as a
-//! write-once register by `common::register_history` (docs/api.md guarantees
+//! write-once register by `support::history` (docs/api.md guarantees
 //! 1, 2 and 4; 3 through the crashes; 5 at the end, when every node is up
 //! and every link healed, and GETs through every node must all answer and
 //! agree).
 //!
-//! Run more seeds with `PAXOS_KV_SIM_SEEDS=100000`; replay one (and print its
-//! history) with `PAXOS_KV_SIM_SEED=N`:
-//! `PAXOS_KV_SIM_SEED=N cargo test --release --test simulation -- --nocapture`.
+//! Run more seeds with `PAXOS_KV_SIM_SEED_COUNT=100000`; replay one (and
+//! print its history) with `PAXOS_KV_SEED=N`:
+//! `PAXOS_KV_SEED=N cargo test --release --test simulation -- --nocapture`.
 //!
 //! The last tests show that the check can fail: with a disk that acknowledges
 //! writes before they are durable, or with an acceptor that hides its vote in
 //! promises, a seed within a bounded number breaks linearizability
 //! (`PAXOS_KV_SIM_DEFECT_SCAN=N` prints how many of N seeds do).
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -57,7 +57,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use common::register_history::{self as history, Call, Op, Ret};
+use support::history::{self, Call, Op, Ret};
 
 /// Seeds in the default run: about 0.7 ms of CPU each in release, so a few
 /// seconds on two idle cores (fewer in debug builds, which are ~10x slower).
@@ -661,8 +661,12 @@ impl Run {
         );
         if defect == Defect::None {
             out += &format!(
-                "replay: PAXOS_KV_SIM_SEED={} cargo test --release --test simulation -- --nocapture\n",
-                self.seed
+                "{}\n",
+                support::seed::replay(
+                    self.seed,
+                    "simulation",
+                    "simulated_histories_are_linearizable"
+                )
             );
         }
         out += "history (#op process invoked .. completed key call -> answer; seq@virtual time):\n";
@@ -1116,11 +1120,12 @@ impl Tally {
 /// crashes and restarts), 4 (linearizability of every key's history) and 5
 /// (every request completes once all is healed), on thousands of seeded
 /// scenarios of concurrent clients, message loss, delay, duplication,
-/// reordering, partitions and crash-restarts. `PAXOS_KV_SIM_SEEDS=N` runs N
-/// seeds; `PAXOS_KV_SIM_SEED=N` replays one and prints its history.
+/// reordering, partitions and crash-restarts. `PAXOS_KV_SIM_SEED_COUNT=N`
+/// runs seeds 0 to N-1; `PAXOS_KV_SEED=N` replays seed N and prints its
+/// history.
 #[test]
 fn simulated_histories_are_linearizable() {
-    if let Some(seed) = env_u64("PAXOS_KV_SIM_SEED") {
+    if let Some(seed) = support::seed::fixed() {
         let run = run(seed, Defect::None);
         println!("{:?}", run.scenario);
         println!("{}", history::render(&run.ops));
@@ -1128,7 +1133,7 @@ fn simulated_histories_are_linearizable() {
         println!("seed {seed} passed; {} crashes", run.crashes);
         return;
     }
-    let seeds = env_u64("PAXOS_KV_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let seeds = env_u64("PAXOS_KV_SIM_SEED_COUNT").unwrap_or(DEFAULT_SEEDS);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8) as u64;

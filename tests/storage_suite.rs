@@ -8,9 +8,12 @@
 //! invariant it checks; the `suite!` macro at the bottom instantiates every
 //! function once per backend (`sled::name` and `memory::name`).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use support::tmpfs::Tmpfs;
 
 use bytes::Bytes;
 use paxos_kv::paxos::{Accepted, Ballot};
@@ -846,64 +849,6 @@ fn sled_refuses_a_corrupt_format_one_directory_and_does_not_restamp_it() {
     assert_eq!(db.get(b"sbroken").unwrap().as_deref(), Some(&broken[..]));
 }
 
-/// A tmpfs of a fixed size, unmounted on drop: a disk that can be filled.
-struct Tmpfs {
-    mount: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount = dir.path().join("disk");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&mount)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs { mount, _dir: dir })
-    }
-
-    /// Fills the disk to the last byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.mount.join("filler")).expect("filler");
-        let block = vec![0xAAu8; 64 * 1024];
-        let mut size = block.len();
-        while size > 0 {
-            match file.write(&block[..size]) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => size /= 2,
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-        let _ = file.sync_all();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.mount.join("filler")).expect("remove filler");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.mount)
-            .status();
-    }
-}
-
 /// The `failed-*` folders of `dir`.
 fn failed_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
@@ -923,15 +868,8 @@ fn failed_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
 /// and `discard_failed()` deletes what was set aside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_fails_stop_and_resets_into_a_fresh_database() {
-    let disk = match Tmpfs::mount("16m") {
-        Ok(disk) => disk,
-        Err(e) if std::env::var_os("PAXOS_KV_REQUIRE_TMPFS").is_some() => {
-            panic!("PAXOS_KV_REQUIRE_TMPFS is set but no tmpfs: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs to fill ({e}); run as root to test");
-            return;
-        }
+    let Some(disk) = Tmpfs::or_skip("sled_fails_stop_and_resets_into_a_fresh_database") else {
+        return;
     };
     let dir = disk.mount.join("node");
     let s = SledStorage::open(&dir).expect("open");
