@@ -5,6 +5,8 @@
 //! Every child is wrapped in [`Proc`], which SIGKILLs and reaps it when
 //! dropped, so a failing assertion never leaves a server behind.
 
+mod support;
+
 use std::fs::File;
 use std::io::Write;
 use std::net::TcpListener as StdListener;
@@ -12,12 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use support::net::{self, free_port, free_port_range, PATIENCE};
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxos-kv");
-
-/// Any single wait; long because CI shares two cores among many tests.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Every environment variable that could change what the binary does;
 /// removed from each child so the runner's environment cannot leak in.
@@ -170,21 +170,8 @@ async fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u
     }
 }
 
-/// A port nobody listens on right now (bound, then released).
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .expect("client")
+    net::client(PATIENCE)
 }
 
 /// Polls `GET /health` on every URL until all answer 200, failing early
@@ -238,30 +225,6 @@ async fn read_batch(client: &reqwest::Client, url: &str, key: &str) -> String {
         }
         assert!(Instant::now() < deadline, "{url} does not serve: {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Three consecutive free ports, outside the kernel's ephemeral range so
-/// that client sockets do not take them meanwhile.
-fn free_port_range(attempt: u32) -> u16 {
-    let seed = std::process::id()
-        .wrapping_mul(2_654_435_761)
-        .wrapping_add(attempt.wrapping_mul(40_503))
-        .wrapping_add(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0),
-        );
-    let mut base = 20_000 + (seed % 10_000) as u16;
-    loop {
-        let held: Vec<_> = (0..3)
-            .map_while(|i| StdListener::bind(("127.0.0.1", base + i)).ok())
-            .collect();
-        if held.len() == 3 {
-            return base;
-        }
-        base = if base >= 29_990 { 20_000 } else { base + 3 };
     }
 }
 

@@ -888,11 +888,7 @@ impl Cluster {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    support::net::client(Duration::from_secs(30))
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -17,11 +17,11 @@
 
 mod support;
 
+use support::net::{poll, PATIENCE};
 use support::procs;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use procs::{Cluster, ONE_CLUSTER_AT_A_TIME, TOKEN};
 use rcgen::{
@@ -29,24 +29,6 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Calls `attempt` until it succeeds; panics with the last error after 60 s.
-async fn poll<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("{what}: still failing: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 fn sha256_hex(secret: &str) -> String {
     paxos_kv::auth::hash_secret(secret)

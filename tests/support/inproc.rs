@@ -11,7 +11,6 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,14 +18,14 @@ use std::time::Duration;
 use paxos_kv::config::{Config, ServeArgs, TimingArgs};
 use paxos_kv::server::{prepare, RunningServer};
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
 /// The cluster token every harness cluster uses unless told otherwise.
 pub const TOKEN: &str = "integration-test-token";
 
-/// How long any single wait in a test may take before the test fails. Long,
-/// because the CI machine has two cores shared by many test binaries.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+// Re-exported so the files that name them `harness::...` keep doing so;
+// a test crate that uses none of them is not warned.
+#[allow(unused_imports)]
+pub use super::net::{key_path as encode, poll, PATIENCE};
 
 /// How a cluster is configured.
 #[derive(Clone, Debug)]
@@ -89,11 +88,7 @@ pub struct Cluster {
 
 /// An HTTP client that never goes through a proxy and never hangs a test.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .expect("reqwest client")
+    super::net::client(PATIENCE)
 }
 
 impl Cluster {
@@ -349,39 +344,4 @@ pub fn sample(text: &str, series: &str) -> Option<u64> {
         let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
         rest.trim().parse().ok()
     })
-}
-
-/// Calls `attempt` until it succeeds, pausing briefly between tries; panics
-/// with the last error after [`PATIENCE`].
-pub async fn poll<T, E, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{what}: still failing after {PATIENCE:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Percent-encodes `key` for a `/v1/kv/` path, byte by byte: everything but
-/// unreserved characters and `/` is escaped (written independently of the
-/// crate's own encoder, so the tests check it rather than share its bugs).
-pub fn encode(key: &str) -> String {
-    let mut out = String::new();
-    for &b in key.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -7,6 +7,8 @@
 //!   (real sled, real HTTP on 127.0.0.1), stopped and restarted at will;
 //! - [`procs`]: a cluster of real `paxos-kv serve` processes, killed,
 //!   paused and restarted;
+//! - [`net`]: free ports, an HTTP client, key encoding, polling with a
+//!   deadline;
 //! - [`history`]: the write-once-register linearizability checker of
 //!   recorded histories;
 //! - [`tmpfs`]: a small disk to fill under a node.
@@ -15,6 +17,7 @@
 
 pub mod history;
 pub mod inproc;
+pub mod net;
 pub mod procs;
 pub mod seed;
 pub mod tmpfs;

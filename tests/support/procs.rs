@@ -20,13 +20,11 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The cluster token every test cluster uses.
@@ -37,47 +35,13 @@ pub const TOKEN: &str = "procs-test-token";
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Ports handed out by this test binary, so two nodes never get the same one.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
 /// Serializes the process-heavy tests of one test binary: the machine has two
 /// cores, and two clusters at once only make every timeout fire.
 pub static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768)
-}
-
-/// A port on 127.0.0.1 that nothing listens on now, below the ephemeral
-/// range, never handed out before by this process.
-pub fn free_port() -> u16 {
-    let high = ephemeral_low().clamp(12_000, 32_768);
-    let low = high - 10_000;
-    let mut seed = std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64);
-    seed ^= std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed = guard.get_or_insert_with(HashSet::new);
-    for _ in 0..10_000 {
-        // xorshift: any spread will do.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let port = low + (seed % u64::from(high - low)) as u16;
-        if handed.contains(&port) {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed.insert(port);
-            return port;
-        }
-    }
-    panic!("no free port in {low}..{high}");
-}
+// Re-exported so the files that name them `procs::...` keep doing so.
+#[allow(unused_imports)]
+pub use super::net::{client, free_port, key_path};
 
 /// How one node is started.
 #[derive(Clone, Debug)]
@@ -493,29 +457,6 @@ impl Drop for Cluster {
             eprintln!("kept data dirs and logs in {}", kept.keep().display());
         }
     }
-}
-
-/// A client for the tests: no proxy from the environment, bounded calls.
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .expect("client")
-}
-
-/// Percent-encodes a key for a URL path (keeps `/`).
-pub fn key_path(key: &str) -> String {
-    let mut out = String::new();
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// What a client saw for one request.
