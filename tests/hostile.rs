@@ -5,7 +5,7 @@
 //! - The same over real HTTP: malformed requests get the right 4xx with a
 //!   JSON `{"error":...}` body (docs/api.md "Errors") and store nothing.
 //! - Forged peer messages without the cluster token: 401, state unchanged.
-//! - Slow or stalled clients cannot hold a node (`server::Limits`).
+//! - Slow or stalled clients cannot hold a node (`config::Limits`).
 //! - A failing disk gives 5xx, never a false success.
 //!
 //! Every randomized test is seeded; the seed is printed (shown on failure)
@@ -816,7 +816,7 @@ impl Cluster {
             max_value_bytes: self.setup.max_value_bytes,
             timing: TimingArgs {
                 request_timeout: self.setup.request_timeout,
-                peer_timeout: Duration::from_secs(1),
+                peer_timeout: Some(Duration::from_secs(1)),
                 ..TimingArgs::default()
             },
             security: Default::default(),

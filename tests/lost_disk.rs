@@ -1,5 +1,5 @@
 //! A lost disk never loses a value (issue 8), with real `paxos-kv serve`
-//! processes (`tests/procs/mod.rs`), SIGKILL and real data directories.
+//! processes (`tests/support/procs.rs`), SIGKILL and real data directories.
 //!
 //! The four steps of the issue, several rounds on one cluster, for the
 //! classic path and for the fast path:

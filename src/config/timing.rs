@@ -47,6 +47,13 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The peer-call deadline when none is given: 1 s, or half of
+    /// `request_timeout` when that is shorter, so that a request outlives a
+    /// peer call that times out and can retry without that peer.
+    pub fn default_peer_timeout(request_timeout: Duration) -> Duration {
+        Timing::default().peer_timeout.min(request_timeout / 2)
+    }
+
     /// How often the heartbeat pings the peers quiet for as long: a third
     /// of the fast-path window, so a peer that answers is never more than
     /// about two thirds of the window (plus a round trip) stale, inside it.
@@ -105,9 +112,10 @@ pub struct TimingArgs {
     /// Deadline of every client request (503 after it), e.g. 5s or 800ms.
     #[arg(long, env = "PAXOS_KV_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// Deadline of one call to a peer; shorter than --request-timeout.
-    #[arg(long, env = "PAXOS_KV_PEER_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub peer_timeout: Duration,
+    /// Deadline of one call to a peer; shorter than --request-timeout
+    /// [default: 1s, or half of --request-timeout when that is shorter].
+    #[arg(long, env = "PAXOS_KV_PEER_TIMEOUT", value_parser = parse_duration)]
+    pub peer_timeout: Option<Duration>,
     /// A PUT tries the one-round fast ballot only while every peer answered
     /// within this window; the heartbeat pings quiet peers every third of it
     /// (at least 30ms).
@@ -120,7 +128,7 @@ impl Default for TimingArgs {
         let timing = Timing::default();
         TimingArgs {
             request_timeout: timing.request_timeout,
-            peer_timeout: timing.peer_timeout,
+            peer_timeout: None,
             fast_path_window: timing.fast_path_window,
         }
     }
@@ -131,7 +139,9 @@ impl TimingArgs {
     pub fn timing(&self) -> Timing {
         Timing {
             request_timeout: self.request_timeout,
-            peer_timeout: self.peer_timeout,
+            peer_timeout: self
+                .peer_timeout
+                .unwrap_or_else(|| Timing::default_peer_timeout(self.request_timeout)),
             fast_path_window: self.fast_path_window,
             ..Timing::default()
         }
@@ -185,6 +195,10 @@ mod tests {
         }
         let flags = <Flags as clap::Parser>::try_parse_from(["x"]).unwrap();
         let (parsed, default) = (flags.timing.timing(), Timing::default());
+        assert_eq!(
+            Timing::default_peer_timeout(default.request_timeout),
+            default.peer_timeout
+        );
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.peer_timeout, default.peer_timeout);
         assert_eq!(parsed.fast_path_window, default.fast_path_window);
@@ -198,6 +212,23 @@ mod tests {
         assert_eq!(Limits::default().peer_pool_idle(), Duration::from_secs(5));
         assert!(timing.heartbeat_every() < Limits::default().peer_pool_idle());
         timing.validate(&Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn a_short_request_timeout_shortens_the_default_peer_timeout() {
+        let short = TimingArgs {
+            request_timeout: Duration::from_secs(1),
+            ..TimingArgs::default()
+        }
+        .timing();
+        assert_eq!(short.peer_timeout, Duration::from_millis(500));
+        short.validate(&Limits::default()).unwrap();
+        let long = TimingArgs {
+            request_timeout: Duration::from_secs(30),
+            ..TimingArgs::default()
+        }
+        .timing();
+        assert_eq!(long.peer_timeout, Duration::from_secs(1));
     }
 
     #[test]

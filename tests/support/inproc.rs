@@ -6,8 +6,7 @@
 //! stopped (gracefully) and restarted over the same data directory on the
 //! same port, so "node down" scenarios need no child processes.
 //!
-//! Other test files reuse it with
-//! `#[path = "harness/mod.rs"] mod harness;`.
+//! Test files reach it as `support::inproc` (`mod support;`).
 
 #![allow(dead_code)]
 
@@ -208,7 +207,7 @@ impl Cluster {
             max_value_bytes: self.options.max_value_bytes,
             timing: TimingArgs {
                 request_timeout: self.options.request_timeout,
-                peer_timeout: self.options.peer_timeout,
+                peer_timeout: Some(self.options.peer_timeout),
                 ..TimingArgs::default()
             },
             security: Default::default(),

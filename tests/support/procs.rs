@@ -34,7 +34,6 @@ pub const TOKEN: &str = "procs-test-token";
 /// genesis or a restart, on a loaded 2-core machine).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Ports handed out by this test binary, so two nodes never get the same one.
 /// Serializes the process-heavy tests of one test binary: the machine has two
 /// cores, and two clusters at once only make every timeout fire.
 pub static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
