@@ -19,6 +19,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde_json::json;
 
+use crate::admission::PeerRefused;
 use crate::auth::{Access, AuthError, ClientAuth};
 use crate::connections::ConnectionStats;
 use crate::key::{parse_key, KeyError};
@@ -117,8 +118,8 @@ pub enum ApiError {
     Overloaded,
     /// 409 on a peer route: the sender belongs to another cluster or
     /// membership epoch (docs/design.md, invariant 10).
-    #[error("{0}")]
-    OtherCluster(String),
+    #[error(transparent)]
+    OtherCluster(#[from] PeerRefused),
     /// 503 (or 500) on a peer route: the acceptor gave no answer.
     #[error(transparent)]
     Acceptor(#[from] AcceptorError),

@@ -47,6 +47,7 @@
 //! assert_eq!(nodes[2].get("other").await.unwrap(), None);
 //! # });
 //! ```
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod bench;

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio::time::Instant;
 
+use crate::admission::PeerRefused;
 use crate::events::{in_request, EventBus, Kind};
 use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
@@ -389,22 +390,24 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// Whether a peer message of `cluster` and `epoch` from `from` belongs
     /// to this node's cluster and membership (invariant 10); the reason
     /// when not, noted for `/v1/status` and logged once per change.
-    pub fn admit_peer(&self, from: NodeId, cluster: &str, epoch: u64) -> Result<(), String> {
+    pub fn admit_peer(&self, from: NodeId, cluster: &str, epoch: u64) -> Result<(), PeerRefused> {
         let mine = self.identity.read().expect("poisoned");
         if mine.cluster.is_empty() {
             // Expected while the cluster forms: not worth a note or a log.
-            return Err("this node has not joined its cluster yet".to_string());
+            return Err(PeerRefused::NotJoined);
         }
         let refusal = if cluster != mine.cluster {
-            Some(format!(
-                "node {from} belongs to cluster {cluster:?}, this node to {:?} (different --peers, or a data directory of another cluster)",
-                mine.cluster
-            ))
+            Some(PeerRefused::OtherCluster {
+                from,
+                theirs: cluster.to_owned(),
+                mine: mine.cluster.clone(),
+            })
         } else if epoch != mine.epoch {
-            Some(format!(
-                "node {from} is at membership epoch {epoch}, this node at {}",
-                mine.epoch
-            ))
+            Some(PeerRefused::OtherEpoch {
+                from,
+                theirs: epoch,
+                mine: mine.epoch,
+            })
         } else {
             None
         };
@@ -418,7 +421,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 Ok(())
             }
             Some(why) => {
-                self.note_peer(from, &why);
+                self.note_peer(from, &why.to_string());
                 Err(why)
             }
         }
