@@ -269,19 +269,6 @@ async fn vote_on(c: &Cluster, id: u32, key: &str) -> Json {
     one(c, id, 1, json!({ "op": "read", "key": key })).await
 }
 
-/// A deterministic pseudo-random byte string (xorshift64 from `seed`).
-fn bytes_from_seed(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 const GET_LOCAL: &str = "paxos_kv_get_total{path=\"local\"}";
 const GET_QUORUM: &str = "paxos_kv_get_total{path=\"quorum\"}";
 const GET_RECOVERED: &str = "paxos_kv_get_total{path=\"recovered\"}";
@@ -489,7 +476,7 @@ async fn keys_with_slashes_spaces_escapes_and_unicode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mib_value_round_trips_and_survives_restarts() {
     let mut c = Cluster::start(Options::default()).await;
-    let value = bytes_from_seed(0x5eed_1a26e, MIB);
+    let value = support::seed::noise(0x5eed_1a26e, MIB);
     assert_created(&put(&c, 2, "big", value.clone()).await, "big", true, "PUT");
     for id in c.ids() {
         assert_raw(&get(&c, id, "big").await, 200, &value, "GET 1 MiB");

@@ -790,18 +790,7 @@ impl Nemesis {
                 let dir = node.config.data_dir.clone();
                 match self.wipe {
                     Wipe::KeepIdentity => {
-                        for entry in std::fs::read_dir(&dir).expect("data dir") {
-                            let path = entry.expect("entry").path();
-                            let name = path.file_name().unwrap_or_default().to_string_lossy();
-                            if name.starts_with("paxos-kv.") {
-                                continue;
-                            }
-                            if path.is_dir() {
-                                std::fs::remove_dir_all(&path).expect("remove");
-                            } else {
-                                std::fs::remove_file(&path).expect("remove");
-                            }
-                        }
+                        procs::delete_all_but_identity(&dir);
                     }
                     _ => std::fs::remove_dir_all(&dir).expect("remove data dir"),
                 }

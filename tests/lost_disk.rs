@@ -528,18 +528,7 @@ async fn the_four_steps_catch_a_node_that_forgets_its_votes() {
     let node3 = cluster.node(3);
     node3.kill();
     let dir = node3.config.data_dir.clone();
-    for entry in std::fs::read_dir(&dir).expect("data dir") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with("paxos-kv.") {
-            continue;
-        }
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).expect("remove");
-        } else {
-            std::fs::remove_file(&path).expect("remove");
-        }
-    }
+    procs::delete_all_but_identity(&dir);
     let identity_file = dir.join("paxos-kv.node");
     let mut identity: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&identity_file).expect("identity")).expect("JSON");

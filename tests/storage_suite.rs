@@ -105,18 +105,9 @@ fn promised_only(promised: Ballot) -> State {
     }
 }
 
-/// `len` deterministic pseudo-random bytes (xorshift64 from `seed`).
+/// `len` deterministic pseudo-random bytes from `seed`.
 fn noise(len: usize, seed: u64) -> Bytes {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
+    support::seed::noise(seed, len).into()
 }
 
 fn load<S: Storage>(s: &S, key: &str) -> State {

@@ -601,3 +601,21 @@ impl NodeProc {
         Some(status)
     }
 }
+
+/// Deletes everything in a node's data directory but its identity files
+/// (`paxos-kv.*`): the database goes, the node's name for itself stays, as
+/// when a disk is replaced under a kept configuration (issue 8).
+pub fn delete_all_but_identity(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("data dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("paxos-kv.") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove");
+        } else {
+            std::fs::remove_file(&path).expect("remove");
+        }
+    }
+}

@@ -30,3 +30,17 @@ pub fn seed(file: &str, test: &str) -> u64 {
 pub fn replay(seed: u64, file: &str, test: &str) -> String {
     format!("seed {seed} (replay: {VAR}={seed} cargo test --release --test {file} {test} -- --nocapture)")
 }
+
+/// `len` deterministic pseudo-random bytes (xorshift64 from `seed`), for
+/// values whose content must not compress or repeat.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
