@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on this machine: a 3-node paxos-kv cluster and a
 # 3-node etcd cluster (Debian's etcd-server), both on loopback, driven by the
-# same `paxos-kv bench` workload:
-#   put: create-if-absent of new keys (etcd: txn on create_revision == 0)
-#   get: linearizable reads of decided keys (etcd: range, serializable=false)
+# same `paxos-kv bench` workload, each case run for both systems back to back:
+#   put spread   new keys, CONCURRENCY in flight, spread over the 3 nodes
+#                (etcd: txn on create_revision == 0)
+#   put one      the same, all sent to node 1 (a load balancer's single URL)
+#   put 1        one request in flight, to node 1: the unloaded latency
+#   get one      linearizable reads of decided keys on node 1
+#                (etcd: range, serializable=false)
+# Prints each report, then one table (markdown) of throughput and latency.
 # Usage: scripts/bench-vs-etcd.sh [DURATION] [CONCURRENCY]
 # Needs: a release build (cargo build --release) and `etcd` on PATH
 # (apt-get install etcd-server). Everything runs on 127.0.0.1 and stops by itself.
@@ -16,54 +21,31 @@ BIN=${PAXOS_KV_BIN:-target/release/paxos-kv}
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 2; }
 
 WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
+source scripts/lib/bench-clusters.sh
+start_paxos_kv
+start_etcd
+
+ROWS=()
+run_case() { # NAME MODE CONCURRENCY spread|one
+    local name=$1 mode=$2 conc=$3 where=$4 pkv etcd pkv_urls=$PKV_URLS etcd_urls=$ETCD_URLS
+    if [ "$where" = one ]; then pkv_urls=${PKV_URLS%%,*}; etcd_urls=${ETCD_URLS%%,*}; fi
+    echo "== $name: paxos-kv"
+    pkv=$(bench_json paxos-kv "$pkv_urls" --mode "$mode" --concurrency "$conc" --duration "$DURATION")
+    echo "$pkv"
+    echo "== $name: etcd"
+    etcd=$(bench_json etcd "$etcd_urls" --mode "$mode" --concurrency "$conc" --duration "$DURATION")
+    echo "$etcd"
+    local a b
+    a=$(field "$pkv" throughput)
+    b=$(field "$etcd" throughput)
+    ROWS+=("| $name | $a req/s, p50 $(field "$pkv" p50_ms) ms, p99 $(field "$pkv" p99_ms) ms | $b req/s, p50 $(field "$etcd" p50_ms) ms, p99 $(field "$etcd" p99_ms) ms | $(python3 -c "print(f'{$a/max($b,1e-9):.2f}x')") |")
 }
-trap cleanup EXIT
+run_case "PUT new keys, $CONC in flight, spread over 3 nodes" put "$CONC" spread
+run_case "PUT new keys, $CONC in flight, one node" put "$CONC" one
+run_case "PUT new keys, 1 in flight, one node" put 1 one
+run_case "GET decided keys, $CONC in flight, one node" get "$CONC" one
 
-wait_http() { # URL [POST-BODY]
-    for _ in $(seq 300); do
-        if [ -n "${2:-}" ]; then
-            curl -sf -X POST -d "$2" "$1" >/dev/null 2>&1 && return 0
-        else
-            curl -sf "$1" >/dev/null 2>&1 && return 0
-        fi
-        sleep 0.1
-    done
-    echo "timed out waiting for $1" >&2
-    return 1
-}
-
-# paxos-kv: three real processes
-PEERS="1=http://127.0.0.1:7301,2=http://127.0.0.1:7302,3=http://127.0.0.1:7303"
-for i in 1 2 3; do
-    "$BIN" serve --id $i --listen 127.0.0.1:730$i --data-dir "$WORK/pkv$i" \
-        --peers "$PEERS" --cluster-token bench-token 2>"$WORK/pkv$i.log" &
-    PIDS+=($!)
-done
-for i in 1 2 3; do wait_http "http://127.0.0.1:730$i/health"; done
-
-# etcd: three members with the same durability (fsync on every commit, the default)
-CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
-for i in 1 2 3; do
-    etcd --name e$i --data-dir "$WORK/etcd$i" \
-        --listen-client-urls http://127.0.0.1:2379$i --advertise-client-urls http://127.0.0.1:2379$i \
-        --listen-peer-urls http://127.0.0.1:2380$i --initial-advertise-peer-urls http://127.0.0.1:2380$i \
-        --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token bench \
-        --log-level error >"$WORK/etcd$i.log" 2>&1 &
-    PIDS+=($!)
-done
-for i in 1 2 3; do wait_http "http://127.0.0.1:2379$i/v3/kv/range" '{"key":"eA=="}'; done
-
-PKV_URLS=http://127.0.0.1:7301,http://127.0.0.1:7302,http://127.0.0.1:7303
-ETCD_URLS=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
-for mode in put get; do
-    for sys in paxos-kv etcd; do
-        if [ $sys = paxos-kv ]; then urls=$PKV_URLS; else urls=$ETCD_URLS; fi
-        echo "== $sys $mode, $CONC in flight, $DURATION"
-        "$BIN" bench --api $sys --url "$urls" --mode $mode --concurrency "$CONC" --duration "$DURATION"
-    done
-done
+echo
+echo "| workload ($DURATION each) | paxos-kv | etcd $(etcd --version | head -1 | awk '{print $3}') | throughput ratio |"
+echo "|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"

@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// get and list modes: how many keys to write first.
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
+    /// Keys written before the clock starts (under their own prefix, not
+    /// read by the measured phase): to measure a store that already holds
+    /// many registers.
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
     /// list mode: keys per page (`limit`).
     #[arg(long, default_value_t = 1000)]
     pub page: usize,
@@ -181,6 +186,36 @@ fn short_error(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// Writes `count` new keys `{prefix}/{k}` with `workers` requests in flight;
+/// any answer but 201 (or 200, a retried write) is an error.
+async fn write_keys(
+    target: &Arc<Target>,
+    prefix: &str,
+    count: usize,
+    workers: usize,
+    value: &Arc<Vec<u8>>,
+) -> Result<(), String> {
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (target, value, prefix) = (target.clone(), value.clone(), prefix.to_owned());
+        writers.spawn(async move {
+            for k in (w..count).step_by(workers) {
+                let status = target
+                    .put(k, &format!("{prefix}/{k}"), value.to_vec())
+                    .await;
+                if status != "201" && status != "200" {
+                    return Err(format!("writing key {prefix}/{k}: {status}"));
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
 /// Runs the benchmark described by `args`.
 pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     if args.concurrency == 0 {
@@ -212,28 +247,25 @@ pub async fn run(args: &BenchArgs) -> Result<Report, String> {
     if args.mode == Mode::List && args.api != Api::PaxosKv {
         return Err("--mode list drives the paxos-kv API only".into());
     }
+    if args.preload > 0 {
+        let started = Instant::now();
+        write_keys(
+            &target,
+            &format!("{prefix}/preload"),
+            args.preload,
+            args.concurrency,
+            &value,
+        )
+        .await?;
+        eprintln!(
+            "preloaded {} keys in {:.1} s",
+            args.preload,
+            started.elapsed().as_secs_f64()
+        );
+    }
     if args.mode != Mode::Put {
-        // Write the keys first, outside the measured phase.
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..args.concurrency {
-            let (target, value, prefix) = (target.clone(), value.clone(), prefix.clone());
-            let keys = args.keys;
-            let workers = args.concurrency;
-            writers.spawn(async move {
-                for k in (w..keys).step_by(workers) {
-                    let status = target
-                        .put(k, &format!("{prefix}/{k}"), value.to_vec())
-                        .await;
-                    if status != "201" && status != "200" {
-                        return Err(format!("preparing key {k}: {status}"));
-                    }
-                }
-                Ok(())
-            });
-        }
-        while let Some(r) = writers.join_next().await {
-            r.map_err(|e| e.to_string())??;
-        }
+        // The keys the measured phase reads, written outside it.
+        write_keys(&target, &prefix, args.keys, args.concurrency, &value).await?;
     }
 
     let started = Instant::now();
@@ -326,7 +358,7 @@ impl Report {
             .map(|(s, n)| format!("{s}: {n}"))
             .collect();
         format!(
-            "mode {:?} against {} ({:?} API), {} in flight, {} B values\n\
+            "mode {:?} against {} ({:?} API), {} in flight, {} B values, {} keys preloaded\n\
              requests   {} in {:.2} s = {:.0} req/s\n\
              latency    p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
              statuses   {}",
@@ -335,6 +367,7 @@ impl Report {
             args.api,
             args.concurrency,
             args.value_bytes,
+            args.preload,
             self.requests,
             self.elapsed.as_secs_f64(),
             self.throughput(),
@@ -353,6 +386,7 @@ impl Report {
             "api": format!("{:?}", args.api),
             "concurrency": args.concurrency,
             "value_bytes": args.value_bytes,
+            "preload": args.preload,
             "requests": self.requests,
             "seconds": self.elapsed.as_secs_f64(),
             "throughput": self.throughput(),
