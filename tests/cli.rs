@@ -1121,6 +1121,8 @@ async fn bench_prints_throughput_percentiles_and_statuses() {
                 "4",
                 "--keys",
                 "20",
+                "--preload",
+                "30",
             ],
             &[],
             None,
@@ -1128,6 +1130,12 @@ async fn bench_prints_throughput_percentiles_and_statuses() {
         .await;
         let text = out.stdout_text();
         assert_eq!(out.code, Some(0), "bench {mode}: {}\n{text}", out.stderr);
+        // --preload writes its keys before the clock starts and says so.
+        assert!(
+            text.contains("30 keys preloaded") && out.stderr.contains("preloaded 30 keys"),
+            "bench {mode}: no preload reported: {}\n{text}",
+            out.stderr
+        );
         let line = |word: &str| {
             text.lines()
                 .find(|l| l.trim_start().starts_with(word))
@@ -1158,4 +1166,33 @@ async fn bench_prints_throughput_percentiles_and_statuses() {
         let sum: u64 = counts.iter().map(|(_, n)| n).sum();
         assert_eq!(sum, count, "status counts add up to the requests");
     }
+    // The preloaded keys are really there: two runs of 30 each (every page
+    // of the listing, at most 100 pages).
+    let client = net::client(PATIENCE);
+    let (mut preloaded, mut after) = (0, String::new());
+    for _page in 0..100 {
+        let listed: serde_json::Value = client
+            .get(format!(
+                "{}/v1/kv/bench/?keys&limit=10000&after={}",
+                urls[0],
+                net::key_path(&after)
+            ))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("list JSON");
+        preloaded += listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter(|k| k.as_str().is_some_and(|k| k.contains("/preload/")))
+            .count();
+        match listed["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(preloaded, 60, "preloaded keys listed");
 }
