@@ -6,6 +6,11 @@
 //!   peers), in order per node; the cluster token guards `scope=local`.
 //! - A slow viewer never slows the cluster: a stream nobody reads is cut or
 //!   skips (and says how much), while PUTs keep completing.
+//! - Client tokens: the page, the stream and the console's views need a
+//!   token that may read (401, 403, JSON errors; a browser still gets the
+//!   page, which asks for a token); `?token=` works for the page and the
+//!   stream and never reaches a log; a viewer sees only the events of keys
+//!   its token may read, relayed ones included.
 //! - The page: headless Chromium (Debian's `chromium` + `chromium-driver`)
 //!   driven over WebDriver with fantoccini, against a `paxos-kv dev`
 //!   cluster: a PUT through the form, its round and chosen value, a 409, a
@@ -14,6 +19,8 @@
 
 #[path = "harness/mod.rs"]
 mod harness;
+#[path = "procs/mod.rs"]
+mod procs;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -389,6 +396,215 @@ async fn a_viewer_that_stops_reading_is_cut_or_skips_and_puts_go_on() {
     assert_eq!(chosen.status(), 200);
     drop(stuck);
     cluster.shutdown().await;
+}
+
+// ----- client tokens -----
+
+const ADMIN: &str = "console-admin-secret-2b7e";
+const APP: &str = "console-app-secret-91c4";
+const WRITER: &str = "console-writer-secret-5d08";
+
+/// Status, `www-authenticate` and body of a GET on `url`, with `bearer`.
+async fn answer(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    accept: Option<&str>,
+) -> (u16, bool, String) {
+    let mut request = client.get(url);
+    if let Some(secret) = bearer {
+        request = request.bearer_auth(secret);
+    }
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    let challenge = response.headers().contains_key("www-authenticate");
+    if status == 200 && url.contains("/v1/events") {
+        // A stream: its greeting is enough.
+        return (status, challenge, String::new());
+    }
+    (status, challenge, response.text().await.unwrap_or_default())
+}
+
+/// Issue 12: "When client tokens are on, the page and the stream need a
+/// read token." 401 without or with an unknown token, 403 for a token that
+/// may read nothing (or not the key asked), JSON bodies; `?token=` for the
+/// page and the stream; a restricted viewer sees its keys' events from
+/// every node and never another key's, while an unrestricted one sees both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_guard_the_console_and_a_viewer_sees_only_its_keys() {
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = procs::Cluster::new(3, |_, ports| procs::peers_string(ports));
+    let file = cluster.dir.path().join("tokens.json");
+    let entry = |name: &str, secret: &str, read: &[&str], write: &[&str]| {
+        serde_json::json!({"name": name, "sha256": paxos_kv::auth::hash_secret(secret),
+                           "read": read, "write": write})
+    };
+    let tokens = serde_json::json!({"tokens": [
+        entry("admin", ADMIN, &[""], &[""]),
+        entry("app", APP, &["app/"], &["app/"]),
+        entry("writer", WRITER, &[], &["app/"]),
+    ]});
+    std::fs::write(&file, tokens.to_string()).unwrap();
+    for id in 1..=3 {
+        // Generous deadlines: no request here should see a 503.
+        cluster.node(id).config.extra = [
+            "--request-timeout",
+            "30s",
+            "--peer-timeout",
+            "5s",
+            "--client-tokens",
+            file.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    }
+    cluster.start_all().await;
+    let client = procs::client(std::time::Duration::from_secs(30));
+    let u2 = cluster.url(2);
+
+    // The page: 401 (JSON, with a Bearer challenge) without or with an
+    // unknown token; a browser gets the page itself under the 401, to ask
+    // for a token; 403 for a token that may read nothing; 200 with a
+    // token that may read, as header or as ?token=.
+    let (status, challenge, body) = answer(&client, &format!("{u2}/"), None, None).await;
+    assert_eq!((status, challenge), (401, true), "{body}");
+    assert!(serde_json::from_str::<Json>(&body).unwrap()["error"].is_string());
+    let (status, _, body) = answer(&client, &format!("{u2}/"), None, Some("text/html")).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("watch Paxos") && body.contains("id=\"login\""),
+        "{body}"
+    );
+    let (status, _, _) = answer(&client, &format!("{u2}/?token=not-a-token"), None, None).await;
+    assert_eq!(status, 401);
+    let (status, _, body) = answer(&client, &format!("{u2}/?token={WRITER}"), None, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("may read no key"), "{body}");
+    for (url, bearer) in [
+        (format!("{u2}/?token={APP}"), None),
+        (format!("{u2}/"), Some(APP)),
+    ] {
+        let (status, _, body) = answer(&client, &url, bearer, None).await;
+        assert_eq!(status, 200, "{url}");
+        assert!(body.contains("watch Paxos"));
+    }
+
+    // The stream and the console's views, the same way.
+    let events = format!("{u2}/v1/events");
+    assert_eq!(answer(&client, &events, None, None).await.0, 401);
+    assert_eq!(
+        answer(&client, &format!("{events}?token={WRITER}"), None, None)
+            .await
+            .0,
+        403
+    );
+    let (status, _, body) = answer(
+        &client,
+        &format!("{events}?key=secret/x&token={APP}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "a key the token may not read: {body}");
+    assert!(serde_json::from_str::<Json>(&body).unwrap()["error"].is_string());
+    // A client token is no cluster token: the local scope is for members.
+    let (status, _, _) = answer(&client, &format!("{events}?scope=local"), Some(ADMIN), None).await;
+    assert_eq!(status, 401);
+    let acceptors = format!("{u2}/v1/console/acceptors?key=secret/x");
+    assert_eq!(answer(&client, &acceptors, None, None).await.0, 401);
+    assert_eq!(answer(&client, &acceptors, Some(APP), None).await.0, 403);
+    assert_eq!(answer(&client, &acceptors, Some(ADMIN), None).await.0, 200);
+    let members = format!("{u2}/v1/console/members");
+    assert_eq!(answer(&client, &members, None, None).await.0, 401);
+    let (status, _, body) = answer(&client, &members, Some(APP), None).await;
+    assert_eq!(status, 200);
+    let members: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 3, "{members}");
+
+    // Two viewers of node 2: "app" (?token=, as a browser) and "admin".
+    let open = |secret: &str| {
+        let url = format!("{events}?token={secret}");
+        async move { EventReader::new(EventReader::open(&url, None).await) }
+    };
+    let mut app = open(APP).await;
+    let mut admin = open(ADMIN).await;
+    for stream in [&mut app, &mut admin] {
+        stream
+            .until("both relays up", |seen| {
+                [1, 3].iter().all(|n| {
+                    seen.iter()
+                        .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
+                })
+            })
+            .await;
+    }
+    let put = |key: &'static str, secret: &'static str| {
+        let (client, url) = (client.clone(), format!("{}/v1/kv/{key}", cluster.url(1)));
+        async move {
+            let r = client
+                .put(url)
+                .bearer_auth(secret)
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "PUT {key}");
+        }
+    };
+    let acked_everywhere = |key: &'static str| {
+        move |seen: &[Json]| {
+            (1..=3).all(|n| {
+                seen.iter().any(|m| {
+                    m["key"] == key
+                        && (is(m, n, "acceptor", "ack") || is(m, n, "acceptor", "decided"))
+                })
+            })
+        }
+    };
+    put("secret/x", ADMIN).await;
+    // Every node handled secret/x (the admin viewer sees it, relayed too)
+    // before app/last is written: each node's stream is in order, so an
+    // unfiltered app viewer would see secret/x before app/last.
+    let mut admin_saw = admin
+        .until("secret/x on every node", acked_everywhere("secret/x"))
+        .await;
+    put("app/last", APP).await;
+    admin_saw.extend(
+        admin
+            .until("app/last on every node", acked_everywhere("app/last"))
+            .await,
+    );
+    let app_saw = app
+        .until("app/last on every node", acked_everywhere("app/last"))
+        .await;
+    let keys: Vec<&str> = app_saw.iter().filter_map(|m| m["key"].as_str()).collect();
+    assert!(
+        keys.iter().all(|k| k.starts_with("app/")),
+        "the app viewer saw another key: {keys:?}"
+    );
+    assert!(
+        app_saw
+            .iter()
+            .any(|m| m["node"] == 1 && m["role"] == "proposer"),
+        "node 1's messages reach the app viewer through the relay"
+    );
+    assert!(admin_saw
+        .iter()
+        .any(|m| m["key"] == "secret/x" && m["node"] == 3));
+
+    // Secrets given as ?token= never reach a log.
+    drop((app, admin));
+    let logs = cluster.logs(1 << 24);
+    for secret in [ADMIN, APP, WRITER] {
+        assert!(!logs.contains(secret), "a secret reached a node's log");
+    }
 }
 
 // ----- the browser -----
