@@ -457,14 +457,9 @@ async fn answer(
     (status, challenge, response.text().await.unwrap_or_default())
 }
 
-/// Issue 12: "When client tokens are on, the page and the stream need a
-/// read token." 401 without or with an unknown token, 403 for a token that
-/// may read nothing (or not the key asked), JSON bodies; `?token=` for the
-/// page and the stream; a restricted viewer sees its keys' events from
-/// every node and never another key's, while an unrestricted one sees both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_tokens_guard_the_console_and_a_viewer_sees_only_its_keys() {
-    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+/// Three serving nodes with `--client-tokens`: "admin" reads and writes
+/// everything, "app" reads and writes `app/`, "writer" only writes `app/`.
+async fn token_cluster() -> procs::Cluster {
     let mut cluster = procs::Cluster::new(3, |_, ports| procs::peers_string(ports));
     let file = cluster.dir.path().join("tokens.json");
     let entry = |name: &str, secret: &str, read: &[&str], write: &[&str]| {
@@ -492,6 +487,18 @@ async fn client_tokens_guard_the_console_and_a_viewer_sees_only_its_keys() {
         .collect();
     }
     cluster.start_all().await;
+    cluster
+}
+
+/// Issue 12: "When client tokens are on, the page and the stream need a
+/// read token." 401 without or with an unknown token, 403 for a token that
+/// may read nothing (or not the key asked), JSON bodies; `?token=` for the
+/// page and the stream; a restricted viewer sees its keys' events from
+/// every node and never another key's, while an unrestricted one sees both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_guard_the_console_and_a_viewer_sees_only_its_keys() {
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = token_cluster().await;
     let client = procs::client(std::time::Duration::from_secs(30));
     let u2 = cluster.url(2);
 
@@ -724,13 +731,9 @@ async fn click(browser: &fantoccini::Client, css: &str) {
     .await;
 }
 
-/// Issue 12 "Tests": the page served by node 2 of a running `paxos-kv dev`
-/// cluster, in headless Chromium: a PUT through the form shows its round
-/// and the chosen value, a second value shows 409 with the chosen one, and
-/// a node stopped from the page is shown down while a majority still
-/// writes. Saves the screenshot the README shows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_a_round_a_conflict_and_a_stopped_node_in_chromium() {
+/// Chromium and chromedriver, or `None` (the test then skips loudly),
+/// unless `CI` is set: then their absence fails the test.
+fn chromium_or_skip() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let (Some(chromium), Some(driver)) = (
         which("chromium").or_else(|| which("chromium-browser")),
         which("chromedriver"),
@@ -739,9 +742,74 @@ async fn the_page_shows_a_round_a_conflict_and_a_stopped_node_in_chromium() {
             panic!("CI is set but chromium/chromedriver are missing: .ci/run installs them");
         }
         eprintln!(
-            "\n!!! SKIPPED the console browser test: chromium and chromedriver are not \
+            "\n!!! SKIPPED a console browser test: chromium and chromedriver are not \
              installed (apt-get install -y chromium chromium-driver) !!!\n"
         );
+        return None;
+    };
+    Some((chromium, driver))
+}
+
+/// A headless Chromium session through a chromedriver of our own (killed
+/// when the returned guard drops).
+async fn chromium_session(
+    chromium: &std::path::Path,
+    driver: &std::path::Path,
+) -> (fantoccini::Client, Reaped) {
+    let http = harness::http_client();
+    let driver_port = free_port();
+    let chromedriver = Command::new(driver)
+        .arg(format!("--port={driver_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let reaped = Reaped(chromedriver);
+    let driver_url = format!("http://127.0.0.1:{driver_port}");
+    poll("chromedriver ready", || {
+        let (http, url) = (http.clone(), driver_url.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/status"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            r.status()
+                .is_success()
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1500,1080",
+                     "--no-proxy-server"],
+        }),
+    );
+    let browser =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver_url)
+            .await
+            .expect("a Chromium session");
+
+    (browser, reaped)
+}
+
+/// Issue 12 "Tests": the page served by node 2 of a running `paxos-kv dev`
+/// cluster, in headless Chromium: a PUT through the form shows its round
+/// and the chosen value, a second value shows 409 with the chosen one, and
+/// a node stopped from the page is shown down while a majority still
+/// writes. Saves the screenshot the README shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_round_a_conflict_and_a_stopped_node_in_chromium() {
+    let Some((chromium, driver)) = chromium_or_skip() else {
         return;
     };
 
@@ -781,48 +849,7 @@ async fn the_page_shows_a_round_a_conflict_and_a_stopped_node_in_chromium() {
         .await;
     }
 
-    let driver_port = free_port();
-    let chromedriver = Command::new(driver)
-        .arg(format!("--port={driver_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let _chromedriver = Reaped(chromedriver);
-    let driver_url = format!("http://127.0.0.1:{driver_port}");
-    poll("chromedriver ready", || {
-        let (http, url) = (http.clone(), driver_url.clone());
-        async move {
-            let r = http
-                .get(format!("{url}/status"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            r.status()
-                .is_success()
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        }
-    })
-    .await;
-
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1500,1080",
-                     "--no-proxy-server"],
-        }),
-    );
-    let browser =
-        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&driver_url)
-            .await
-            .expect("a Chromium session");
-
+    let (browser, _chromedriver) = chromium_session(&chromium, &driver).await;
     let result = drive(&browser, base).await;
     let _ = browser.close().await;
     result.unwrap();
@@ -880,5 +907,55 @@ async fn drive(browser: &fantoccini::Client, base: u16) -> Result<(), String> {
     std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| e.to_string())?;
     std::fs::write(&path, png).map_err(|e| e.to_string())?;
     eprintln!("screenshot: {}", path.display());
+    Ok(())
+}
+
+/// The page with client tokens on, in Chromium: refused without a token,
+/// it still loads and asks for one; with a token that may read `app/` it
+/// goes live, relays every peer and writes through the form (a key outside
+/// the token's prefixes is a 403); a token given as `?token=` is used and
+/// dropped from the address bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_for_a_token_and_uses_it_in_chromium() {
+    let Some((chromium, driver)) = chromium_or_skip() else {
+        return;
+    };
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = token_cluster().await;
+    let (browser, _chromedriver) = chromium_session(&chromium, &driver).await;
+    let result = drive_with_token(&browser, &cluster.url(2)).await;
+    let _ = browser.close().await;
+    result.unwrap();
+}
+
+async fn drive_with_token(browser: &fantoccini::Client, base: &str) -> Result<(), String> {
+    browser
+        .goto(&format!("{base}/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_text(browser, "#login-why", "needs a client token").await;
+    fill(browser, "#token", APP).await;
+    click(browser, "#use-token").await;
+    wait_text(browser, "#stream", "live").await;
+    wait_text(browser, "#relays", "2/2").await;
+    fill(browser, "#key", "app/console").await;
+    fill(browser, "#value", "through the form").await;
+    click(browser, "#put").await;
+    wait_text(browser, "#result", "201 Created").await;
+    wait_text(browser, "#chosen", "through the form").await;
+    fill(browser, "#key", "secret/y").await;
+    click(browser, "#put").await;
+    wait_text(browser, "#result", "403 Forbidden").await;
+
+    browser
+        .goto(&format!("{base}/?token={APP}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_text(browser, "#stream", "live").await;
+    let url = browser.current_url().await.map_err(|e| e.to_string())?;
+    assert!(
+        !url.as_str().contains("token"),
+        "the address bar kept the token: {url}"
+    );
     Ok(())
 }

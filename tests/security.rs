@@ -897,7 +897,19 @@ async fn a_tls_nodes_console_relays_its_peers_over_mutual_tls() {
     let client = https_client(&ca_path, None);
     let (u1, u2) = (https_url(&mut cluster, 1), https_url(&mut cluster, 2));
 
-    let mut stream = client.get(format!("{u2}/v1/events")).send().await.unwrap();
+    // A stream lives as long as it is read: no whole-request timeout.
+    let streaming = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca_path).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut stream = streaming
+        .get(format!("{u2}/v1/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     let mut seen = Vec::new();
     read_events_until(&mut stream, &mut seen, "relays of 1 and 3 up", |seen| {
