@@ -100,6 +100,17 @@ impl EventReader {
         }
         seen
     }
+
+    /// Reads until the relay of every node of `peers` said it is up.
+    async fn relays_up(&mut self, peers: &[u64]) {
+        self.until("the relays up", |seen| {
+            peers.iter().all(|n| {
+                seen.iter()
+                    .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
+            })
+        })
+        .await;
+    }
 }
 
 fn is(m: &Json, node: u64, role: &str, kind: &str) -> bool {
@@ -119,14 +130,7 @@ async fn a_put_shows_every_nodes_messages_through_one_nodes_stream() {
     assert_eq!(hello["node"], 2);
     assert_eq!(hello["relayed"], serde_json::json!([1, 3]));
     // Both relays connect before the PUT, so none of its messages is missed.
-    stream
-        .until("both relays up", |seen| {
-            [1, 3].iter().all(|n| {
-                seen.iter()
-                    .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
-            })
-        })
-        .await;
+    stream.relays_up(&[1, 3]).await;
 
     let key = "watched/key";
     let put = cluster
@@ -275,6 +279,43 @@ async fn a_put_shows_every_nodes_messages_through_one_nodes_stream() {
     cluster.shutdown().await;
 }
 
+/// Finds, in the raw (chunked) bytes of an event stream fed to it piece by
+/// piece, a lost note of node 1 that counts dropped events.
+#[derive(Default)]
+struct DropNotes {
+    tail: Vec<u8>,
+    /// Bytes fed, and node 1's last lost note: for the failure message.
+    fed: usize,
+    last: Option<Json>,
+}
+
+impl DropNotes {
+    fn feed(&mut self, bytes: &[u8]) -> Option<Json> {
+        self.tail.extend_from_slice(bytes);
+        self.fed += bytes.len();
+        let text = String::from_utf8_lossy(&self.tail).into_owned();
+        let mut found = None;
+        for note in text
+            .split("\n\n")
+            .filter(|m| m.contains(r#""kind":"lost""#) && m.ends_with('}'))
+            // The body is chunked: skip each chunk's size line.
+            .filter_map(|m| m.split_once("data: ").map(|(_, json)| json))
+            .filter_map(|m| serde_json::from_str::<Json>(m).ok())
+            .filter(|m| m["node"] == 1)
+        {
+            if note["dropped"].as_u64().unwrap_or(0) > 0 {
+                found = Some(note.clone());
+            }
+            self.last = Some(note);
+        }
+        // Keep only a tail: a note may straddle two reads.
+        if self.tail.len() > 4096 {
+            self.tail.drain(..self.tail.len() - 256);
+        }
+        found
+    }
+}
+
 /// Issue 12 "Cost": a viewer that reads far slower than the cluster runs
 /// is skipped (told how many events it lost) or cut, and never holds the
 /// cluster back: PUTs keep completing while its stream lags.
@@ -334,6 +375,10 @@ async fn a_viewer_that_reads_too_slowly_is_cut_or_skips_and_puts_go_on() {
     }
     let mut trickle = [0u8; 8192];
     let (mut trickled, mut cut) = (0usize, false);
+    // Every byte the viewer reads is searched: a note read in the trickle
+    // may be the last one (the counts stop changing with the load).
+    let mut notes = DropNotes::default();
+    let mut told = None;
     let dropped = loop {
         let dropped = cluster.metric(1, "paxos_kv_console_events_dropped").await;
         if dropped > 0 {
@@ -351,7 +396,10 @@ async fn a_viewer_that_reads_too_slowly_is_cut_or_skips_and_puts_go_on() {
                 cut = true;
                 break 0;
             }
-            Ok(n) => trickled += n,
+            Ok(n) => {
+                trickled += n;
+                told = told.or(notes.feed(&trickle[..n]));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => {
                 cut = true;
@@ -379,37 +427,23 @@ async fn a_viewer_that_reads_too_slowly_is_cut_or_skips_and_puts_go_on() {
     // the stream (the node cut it), within the deadline.
     let read_deadline = Instant::now() + PATIENCE;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut text: Vec<u8> = Vec::new();
-    let outcome = if cut {
-        "cut by the node".to_string()
-    } else {
-        loop {
-            match tokio::time::timeout_at(read_deadline, slow.read(&mut buf)).await {
-                Err(_) => panic!("the slow viewer was neither told of dropped events nor cut"),
-                Ok(Ok(0)) | Ok(Err(_)) => break "cut by the node".to_string(),
-                Ok(Ok(n)) => {
-                    text.extend_from_slice(&buf[..n]);
-                    // The last complete lost note so far: its counts only grow.
-                    let notes = String::from_utf8_lossy(&text).into_owned();
-                    if let Some(note) = notes
-                        .split("\n\n")
-                        .filter(|m| m.contains(r#""kind":"lost""#) && m.ends_with('}'))
-                        // The body is chunked: skip each chunk's size line.
-                        .filter_map(|m| m.split_once("data: ").map(|(_, json)| json))
-                        .filter_map(|m| serde_json::from_str::<Json>(m).ok())
-                        .filter(|m| m["node"] == 1)
-                        .last()
-                    {
-                        if note["dropped"].as_u64().unwrap_or(0) > 0 {
-                            break format!("dropped: {note}");
-                        }
-                    }
-                    // Keep only a tail: a lost note may straddle two reads.
-                    if text.len() > 4096 {
-                        text.drain(..text.len() - 256);
-                    }
-                }
-            }
+    let outcome = loop {
+        if cut {
+            break "cut by the node".to_string();
+        }
+        if let Some(note) = &told {
+            break format!("dropped: {note}");
+        }
+        match tokio::time::timeout_at(read_deadline, slow.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the slow viewer was neither told of dropped events nor cut; it read {} \
+                 bytes, node 1's last lost note: {:?}; tail: {:?}",
+                notes.fed,
+                notes.last,
+                String::from_utf8_lossy(&notes.tail)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => cut = true,
+            Ok(Ok(n)) => told = notes.feed(&buf[..n]),
         }
     };
     eprintln!("the slow viewer: {outcome}");
@@ -569,14 +603,7 @@ async fn client_tokens_guard_the_console_and_a_viewer_sees_only_its_keys() {
     let mut app = open(APP).await;
     let mut admin = open(ADMIN).await;
     for stream in [&mut app, &mut admin] {
-        stream
-            .until("both relays up", |seen| {
-                [1, 3].iter().all(|n| {
-                    seen.iter()
-                        .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
-                })
-            })
-            .await;
+        stream.relays_up(&[1, 3]).await;
     }
     let put = |key: &'static str, secret: &'static str| {
         let (client, url) = (client.clone(), format!("{}/v1/kv/{key}", cluster.url(1)));
@@ -731,6 +758,18 @@ async fn click(browser: &fantoccini::Client, css: &str) {
     .await;
 }
 
+/// Polls until a GET of `url` answers 2xx.
+async fn wait_ok(http: &reqwest::Client, url: &str) {
+    poll(&format!("{url} answers 2xx"), || async {
+        let r = http.get(url).send().await.map_err(|e| e.to_string())?;
+        r.status()
+            .is_success()
+            .then_some(())
+            .ok_or_else(|| format!("{}", r.status()))
+    })
+    .await;
+}
+
 /// Chromium and chromedriver, or `None` (the test then skips loudly),
 /// unless `CI` is set: then their absence fails the test.
 fn chromium_or_skip() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
@@ -766,21 +805,7 @@ async fn chromium_session(
         .expect("start chromedriver");
     let reaped = Reaped(chromedriver);
     let driver_url = format!("http://127.0.0.1:{driver_port}");
-    poll("chromedriver ready", || {
-        let (http, url) = (http.clone(), driver_url.clone());
-        async move {
-            let r = http
-                .get(format!("{url}/status"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            r.status()
-                .is_success()
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        }
-    })
-    .await;
+    wait_ok(&http, &format!("{driver_url}/status")).await;
 
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
@@ -832,21 +857,7 @@ async fn the_page_shows_a_round_a_conflict_and_a_stopped_node_in_chromium() {
     let _dev = Reaped(dev);
     let http = harness::http_client();
     for port in base..base + 3 {
-        poll(&format!("dev node on port {port} healthy"), || {
-            let http = http.clone();
-            async move {
-                let r = http
-                    .get(format!("http://127.0.0.1:{port}/health"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                r.status()
-                    .is_success()
-                    .then_some(())
-                    .ok_or_else(|| "not yet".to_string())
-            }
-        })
-        .await;
+        wait_ok(&http, &format!("http://127.0.0.1:{port}/health")).await;
     }
 
     let (browser, _chromedriver) = chromium_session(&chromium, &driver).await;
