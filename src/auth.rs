@@ -68,6 +68,13 @@ pub enum AuthError {
         /// The key or prefix (a list names the prefix).
         what: String,
     },
+    /// A known token with no read prefix at all, asking for what shows
+    /// keys (the console, its event stream).
+    #[error("token {name:?} may read no key, so the console has nothing to show it")]
+    ReadsNothing {
+        /// The token's name.
+        name: String,
+    },
 }
 
 impl AuthError {
@@ -129,6 +136,11 @@ impl Token {
     /// include `apple`) nor `""`.
     pub fn may_read_all_of(&self, prefix: &str) -> bool {
         self.read.iter().any(|p| prefix.starts_with(p))
+    }
+
+    /// Whether this token may read at least one key.
+    pub fn reads_anything(&self) -> bool {
+        !self.read.is_empty()
     }
 }
 
@@ -261,6 +273,31 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may `access` `key` (a filter, not an error).
+    pub fn may(&self, access: Access, key: &str) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Token(t) => t.may(access, key),
+        }
+    }
+
+    /// Whether this caller may read every key (no filter is needed).
+    pub fn reads_everything(&self) -> bool {
+        self.check_prefix("").is_ok()
+    }
+
+    /// Ok when this caller may read some key: what the console and its
+    /// event stream ask (they then show only the keys it may read), else
+    /// [`AuthError::ReadsNothing`].
+    pub fn check_reads_something(&self) -> Result<(), AuthError> {
+        match self {
+            Caller::Token(t) if !t.reads_anything() => Err(AuthError::ReadsNothing {
+                name: t.name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Ok when this caller may read every key under `prefix` (a list, or an
     /// event stream of those keys); see [`Token::may_read_all_of`].
     pub fn check_prefix(&self, prefix: &str) -> Result<(), AuthError> {
@@ -330,10 +367,26 @@ impl ClientAuth {
     /// Identifies the caller from `Authorization: Bearer <secret>`: 401
     /// errors when tokens are required and the header is missing or unknown.
     pub fn identify(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        self.identify_with(headers, None)
+    }
+
+    /// [`ClientAuth::identify`], also accepting the secret from a query
+    /// parameter (`?token=`) when no `Authorization` header carries one:
+    /// only for the console page and its event stream, which a browser
+    /// opens without headers (`EventSource`). The header wins when both
+    /// are present; an empty parameter counts as none.
+    pub fn identify_with(
+        &self,
+        headers: &HeaderMap,
+        query_secret: Option<&str>,
+    ) -> Result<Caller, AuthError> {
         if !self.is_enabled() {
             return Ok(Caller::Open);
         }
-        let secret = bearer(headers).ok_or(AuthError::Missing)?;
+        let from_query = query_secret
+            .map(|s| s.trim().as_bytes())
+            .filter(|s| !s.is_empty());
+        let secret = bearer(headers).or(from_query).ok_or(AuthError::Missing)?;
         self.tokens()
             .find(secret)
             .cloned()
@@ -354,17 +407,11 @@ impl ClientAuth {
     }
 
     /// The whole check for reading every key under `prefix`: a list
-    /// (`?keys`, `?recurse`), or `/v1/events` filtered to a prefix.
+    /// (`?keys`, `?recurse`).
     pub fn authorize_prefix(&self, headers: &HeaderMap, prefix: &str) -> Result<Caller, AuthError> {
         let caller = self.identify(headers)?;
         caller.check_prefix(prefix)?;
         Ok(caller)
-    }
-
-    /// The check for what shows every key of the node (`/v1/events` without
-    /// a filter, the console at `GET /`): read access to `""`.
-    pub fn authorize_read_all(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
-        self.authorize_prefix(headers, "")
     }
 }
 
@@ -524,5 +571,50 @@ mod tests {
         assert!(ClientAuth::open()
             .authorize_key(&HeaderMap::new(), Access::Write, "k")
             .is_ok());
+    }
+
+    #[test]
+    fn the_console_takes_a_query_token_and_filters_by_read_prefixes() {
+        let auth = ClientAuth {
+            file: Some(PathBuf::from("unused")),
+            tokens: RwLock::new(Arc::new(file(&format!(
+                r#"{{"name":"r","sha256":"{}","read":["app/"]}},{{"name":"w","sha256":"{}","write":["app/"]}},{{"name":"all","sha256":"{}","read":[""]}}"#,
+                hash_secret("s"),
+                hash_secret("w"),
+                hash_secret("a")
+            )))),
+        };
+        let none = HeaderMap::new();
+        assert_eq!(
+            auth.identify_with(&none, None).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            auth.identify_with(&none, Some(" ")).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            auth.identify_with(&none, Some("nope")).unwrap_err(),
+            AuthError::Unknown
+        );
+        // The header wins over the query.
+        assert_eq!(
+            auth.identify_with(&with_bearer("nope"), Some("s"))
+                .unwrap_err(),
+            AuthError::Unknown
+        );
+        let reader = auth.identify_with(&none, Some("s")).unwrap();
+        assert!(reader.check_reads_something().is_ok());
+        assert!(reader.may(Access::Read, "app/x"));
+        assert!(!reader.may(Access::Read, "other"));
+        assert!(!reader.reads_everything());
+        let writer = auth.identify_with(&none, Some("w")).unwrap();
+        let err = writer.check_reads_something().unwrap_err();
+        assert!(!err.is_unauthenticated());
+        assert!(auth
+            .identify_with(&none, Some("a"))
+            .unwrap()
+            .reads_everything());
+        assert!(Caller::Open.reads_everything());
     }
 }

@@ -268,13 +268,15 @@ impl Prepared {
         });
         let reloader =
             crate::auth::announce_and_reload_on_sighup(clients).map_err(ServeError::Signals)?;
-        let (console, console_closing) = crate::console::Console::new(
-            node.clone(),
-            config.token.clone(),
-            state.peer_urls.clone(),
-            dev,
-        )
-        .map_err(ServeError::Console)?;
+        let security = crate::console::Security {
+            cluster_token: config.token.clone(),
+            clients: state.clients.clone(),
+            peer_tls: tls.as_ref().and_then(|t| t.peer_client.clone()),
+            peers_need_certificate: state.peers_need_certificate,
+        };
+        let (console, console_closing) =
+            crate::console::Console::new(node.clone(), security, state.peer_urls.clone(), dev)
+                .map_err(ServeError::Console)?;
         let app = router(state).merge(crate::console::router(console));
         // Event streams never end by themselves: end them when the node stops.
         let shutdown = async move {

@@ -10,7 +10,10 @@
 //! - a 3-node cluster over HTTPS with the peer CA enforced serves PUT and
 //!   GET to the CLI given `--ca`, refuses peer calls without a client
 //!   certificate, and answers plain HTTP with a clean 400;
-//! - a node whose certificate comes from another CA is refused by its peers.
+//! - a node whose certificate comes from another CA is refused by its peers;
+//! - the console of a TLS node relays its peers' events over mutual TLS,
+//!   and its peer-side routes want a client certificate like every peer
+//!   route (issue 12).
 //!
 //! Certificates are made in the test with rcgen. Every wait polls with a
 //! 60 s deadline.
@@ -835,4 +838,139 @@ async fn a_peer_with_a_certificate_of_another_ca_is_refused() {
         })
         .unwrap_or(0);
     assert!(errors > 0, "node 3 saw no failed peer call:\n{text}");
+}
+
+/// Reads SSE messages of `stream` into `seen` until `done` holds; panics
+/// after [`PATIENCE`].
+async fn read_events_until(
+    stream: &mut reqwest::Response,
+    seen: &mut Vec<serde_json::Value>,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut pending: Vec<u8> = Vec::new();
+    while !done(seen) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not seen in {PATIENCE:?}; got {seen:#?}"))
+            .expect("the stream broke")
+            .unwrap_or_else(|| panic!("{what}: the stream ended; got {seen:#?}"));
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let message: Vec<u8> = pending.drain(..end + 2).collect();
+            let text = String::from_utf8(message).expect("UTF-8");
+            if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+                seen.push(serde_json::from_str(data).expect("JSON"));
+            }
+        }
+    }
+}
+
+/// Issue 12 over TLS: the console of node 2 relays nodes 1 and 3 over
+/// mutual TLS (its peer client trusts the cluster CA and presents node 2's
+/// certificate; a plain client would trust neither), and its acceptor view
+/// asks them the same way; the peer side of both refuses a caller without
+/// a client certificate, even with the cluster token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_nodes_console_relays_its_peers_over_mutual_tls() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let ca = Ca::new("paxos-kv test CA");
+    let (mut cluster, ca_path) = tls_cluster(&ca).await;
+    let client = https_client(&ca_path, None);
+    let (u1, u2) = (https_url(&mut cluster, 1), https_url(&mut cluster, 2));
+
+    // A stream lives as long as it is read: no whole-request timeout.
+    let streaming = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca_path).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut stream = streaming
+        .get(format!("{u2}/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = Vec::new();
+    read_events_until(&mut stream, &mut seen, "relays of 1 and 3 up", |seen| {
+        [1, 3].iter().all(|n| {
+            seen.iter()
+                .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
+        })
+    })
+    .await;
+
+    // A 503 is "outcome unknown, retry the same value" (docs/api.md).
+    poll("PUT tls/watched through node 1", || async {
+        let r = client
+            .put(format!("{u1}/v1/kv/tls/watched"))
+            .body("seen")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            200 | 201 => Ok(()),
+            s => Err(format!("{s}")),
+        }
+    })
+    .await;
+    read_events_until(
+        &mut stream,
+        &mut seen,
+        "the votes of nodes 1 and 3, relayed",
+        |seen| {
+            [1, 3].iter().all(|n| {
+                seen.iter().any(|m| {
+                    m["key"] == "tls/watched"
+                        && m["node"] == *n
+                        && m["role"] == "acceptor"
+                        && m["kind"] == "accepted"
+                })
+            })
+        },
+    )
+    .await;
+    drop(stream);
+
+    let state: serde_json::Value = client
+        .get(format!("{u2}/v1/console/acceptors?key=tls/watched"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for a in state["acceptors"].as_array().unwrap() {
+        assert!(a["error"].is_null(), "{state}");
+        assert!(a["promised"].is_string(), "{state}");
+    }
+
+    // The peer side: a verified client certificate and the cluster token.
+    let (cert, key) = ca.node_cert("operator");
+    let with_cert = https_client(&ca_path, Some((&cert, &key)));
+    for path in [
+        "/v1/events?scope=local",
+        "/v1/console/acceptor?key=tls/watched",
+    ] {
+        let r = client
+            .get(format!("{u1}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path} without a client certificate");
+        assert!(r.text().await.unwrap().contains("client certificate"));
+        let r = with_cert.get(format!("{u1}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without the cluster token");
+        let r = with_cert
+            .get(format!("{u1}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} with both");
+    }
 }

@@ -1,9 +1,11 @@
 //! Every member's raw acceptor state of one key, for the console's key view.
 //!
 //! - `GET /v1/console/acceptor?key=K` (peer route: needs the cluster token
-//!   when one is set): this node's state of `K`.
-//! - `GET /v1/console/acceptors?key=K` (client route): asks every member,
-//!   concurrently, each within [`PEER_DEADLINE`], and lists what each said
+//!   when one is set, and a verified client certificate under `--tls-ca`):
+//!   this node's state of `K`.
+//! - `GET /v1/console/acceptors?key=K` (client route: with
+//!   `--client-tokens`, a token that may read `K`): asks every member,
+//!   concurrently, each within [`super::PEER_DEADLINE`], and lists what each said
 //!   (or why it did not): `{"key":K,"acceptors":[{"node":N,"promised":B,
 //!   "accepted":{"ballot":B,"fast":BOOL,"value":V,"writer":HEX}|null,
 //!   "decided":BOOL},...]}`, or `{"node":N,"error":"..."}` for a member
@@ -13,26 +15,25 @@
 //! picture of what each acceptor stored when asked.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
+use super::access::check_peer;
 use super::Console;
-use crate::api::{authorized, ApiError};
+use crate::api::ApiError;
+use crate::auth::Access;
 use crate::events::preview;
 use crate::key::validate_key;
 use crate::node::NodeError;
 use crate::paxos::{AcceptorState, Ballot, NodeId};
 use crate::storage::Storage;
+use crate::tls::PeerCertificate;
 use crate::transport::Transport;
 use crate::value::Value;
-
-/// How long the fan-out waits for each member.
-pub const PEER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The query of both routes.
 #[derive(Debug, Deserialize)]
@@ -61,10 +62,9 @@ pub async fn local<S: Storage, T: Transport>(
     State(console): State<Arc<Console<S, T>>>,
     Query(query): Query<KeyQuery>,
     headers: HeaderMap,
+    certificate: Option<Extension<PeerCertificate>>,
 ) -> Result<Json<Json_>, ApiError> {
-    if !authorized(console.token.as_deref(), &headers) {
-        return Err(ApiError::Unauthorized);
-    }
+    check_peer(&console, &headers, certificate)?;
     validate_key(&query.key)?;
     let node = &console.node;
     let state = node.storage().load(&query.key).map_err(NodeError::from)?;
@@ -75,8 +75,11 @@ pub async fn local<S: Storage, T: Transport>(
 pub async fn all<S: Storage, T: Transport>(
     State(console): State<Arc<Console<S, T>>>,
     Query(query): Query<KeyQuery>,
+    headers: HeaderMap,
 ) -> Result<Json<Json_>, ApiError> {
+    let caller = console.clients.identify(&headers)?;
     validate_key(&query.key)?;
+    caller.check_key(Access::Read, &query.key)?;
     let me = console.node.id();
     let asks = console.peers.iter().map(|(id, url)| {
         let (console, key) = (console.clone(), query.key.clone());
@@ -88,7 +91,10 @@ pub async fn all<S: Storage, T: Transport>(
                     Err(e) => json!({ "node": id, "error": e.to_string() }),
                 };
             }
-            match ask(&console, &url, &key).await {
+            match console
+                .ask_peer(&url, "/v1/console/acceptor", &[("key", &key)])
+                .await
+            {
                 Ok(state) => state,
                 Err(e) => json!({ "node": id, "error": e }),
             }
@@ -96,26 +102,4 @@ pub async fn all<S: Storage, T: Transport>(
     });
     let acceptors = futures_util::future::join_all(asks).await;
     Ok(Json(json!({ "key": query.key, "acceptors": acceptors })))
-}
-
-async fn ask<S, T>(console: &Console<S, T>, url: &str, key: &str) -> Result<Json_, String> {
-    let mut request = console
-        .client
-        .get(format!("{url}/v1/console/acceptor"))
-        .query(&[("key", key)])
-        .timeout(PEER_DEADLINE);
-    if let Some(token) = &console.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            "no answer in time".to_string()
-        } else {
-            "unreachable".to_string()
-        }
-    })?;
-    if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
-    }
-    response.json().await.map_err(|e| e.to_string())
 }

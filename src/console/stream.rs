@@ -5,7 +5,13 @@
 //! each peer the node opens `GET /v1/events?scope=local` with the cluster
 //! token and merges what arrives (a browser behind a port mapping reaches
 //! only the node that served the page). `scope=local` is this node's events
-//! only, and needs the cluster token when one is set.
+//! only, a peer route: the cluster token when one is set, and a verified
+//! client certificate under `--tls-ca` (relays present the node's own).
+//!
+//! With `--client-tokens`, the cluster scope needs a token that may read
+//! some key (`Authorization: Bearer` or `?token=`), and carries only the
+//! events of keys that token may read, relayed ones included
+//! ([`super::access`]).
 //!
 //! Bounds: a watched node reports at most
 //! [`crate::events::EVENTS_PER_SECOND`] events, and counts the rest as lost;
@@ -32,17 +38,21 @@ use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::access::{check_peer, viewer, visible};
 use super::Console;
-use crate::api::{authorized, ApiError};
+use crate::api::ApiError;
+use crate::auth::{Access, Caller};
 use crate::events::Subscription;
 use crate::key::validate_key;
 use crate::paxos::NodeId;
 use crate::storage::Storage;
+use crate::tls::PeerCertificate;
 use crate::transport::Transport;
 
 /// Messages a stream may hold for a slow viewer before it drops new ones.
@@ -76,6 +86,9 @@ pub struct EventsQuery {
     /// `local` for this node's events only; `cluster` (the default) merges
     /// every member's.
     pub scope: Option<String>,
+    /// A client token's secret, for a browser's `EventSource` (which cannot
+    /// send headers); never logged.
+    pub token: Option<String>,
 }
 
 /// `GET /v1/events`.
@@ -83,6 +96,7 @@ pub async fn events<S: Storage, T: Transport>(
     State(console): State<Arc<Console<S, T>>>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
+    certificate: Option<Extension<PeerCertificate>>,
 ) -> Result<Response, ApiError> {
     let local = match query.scope.as_deref() {
         None | Some("cluster") => false,
@@ -93,11 +107,16 @@ pub async fn events<S: Storage, T: Transport>(
             )))
         }
     };
-    if local && !authorized(console.token.as_deref(), &headers) {
-        return Err(ApiError::Unauthorized);
-    }
+    // A relay shows what it gets to its own viewer, filtered there.
+    let sight = if local {
+        check_peer(&console, &headers, certificate)?;
+        Caller::Open
+    } else {
+        viewer(&console, &headers, query.token.as_deref())?
+    };
     if let Some(key) = &query.key {
         validate_key(key)?;
+        sight.check_key(Access::Read, key)?;
     }
     let permit = console
         .viewers
@@ -111,7 +130,10 @@ pub async fn events<S: Storage, T: Transport>(
     let subscription = console.node.events().subscribe();
     tokio::spawn(forward_local(
         subscription,
-        key.clone(),
+        Filter {
+            key: key.clone(),
+            sight: sight.clone(),
+        },
         tx.clone(),
         lost.clone(),
     ));
@@ -126,6 +148,7 @@ pub async fn events<S: Storage, T: Transport>(
                     url: format!("{url}/v1/events"),
                     token: console.token.clone(),
                     key: key.clone(),
+                    sight: sight.clone(),
                 },
                 tx.clone(),
                 lost.clone(),
@@ -215,10 +238,24 @@ impl Lost {
     }
 }
 
+/// Which of this node's events a stream shows.
+struct Filter {
+    /// Only this key's (`?key=`).
+    key: Option<Arc<str>>,
+    /// Only keys the viewer may read.
+    sight: Caller,
+}
+
+impl Filter {
+    fn shows(&self, key: &str) -> bool {
+        self.key.as_deref().is_none_or(|k| k == key) && self.sight.may(Access::Read, key)
+    }
+}
+
 /// Moves this node's events into the outbox until the viewer leaves.
 async fn forward_local(
     mut subscription: Subscription,
-    key: Option<Arc<str>>,
+    filter: Filter,
     tx: mpsc::Sender<Bytes>,
     lost: Arc<Lost>,
 ) {
@@ -235,7 +272,7 @@ async fn forward_local(
         skipped = now_skipped;
         match received {
             Ok(event) => {
-                if key.as_ref().is_some_and(|k| **k != *event.key) {
+                if !filter.shows(&event.key) {
                     continue;
                 }
                 let json = serde_json::to_vec(&*event).expect("events serialize");
@@ -258,6 +295,8 @@ struct Relay {
     url: String,
     token: Option<String>,
     key: Option<Arc<str>>,
+    /// The viewer the relayed events are for: only keys it may read pass.
+    sight: Caller,
 }
 
 /// Relays one peer's local stream into the outbox, reconnecting with
@@ -322,7 +361,7 @@ async fn relay_once(relay: &Relay, tx: &mpsc::Sender<Bytes>, lost: &Lost) -> Str
                 };
                 // The peer's greeting is for its own viewers. (Inside a JSON
                 // string the quotes would be escaped: no false match.)
-                if data.windows(HELLO.len()).any(|w| w == HELLO) {
+                if data.windows(HELLO.len()).any(|w| w == HELLO) || !visible(&relay.sight, data) {
                     continue;
                 }
                 if !offer(tx, lost, frame(data)) {
