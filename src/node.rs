@@ -836,9 +836,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
                     let now = micros_since(start);
                     match next {
                         None => coord.handle_timeout(now),
-                        // Every call of the broadcast returned (the
-                        // coordinator has heard them all): only timers remain.
-                        Some(None) => replies = None,
+                        // Every call of the broadcast returned.
+                        Some(None) => {
+                            replies = None;
+                            coord.handle_closed(now, call);
+                        }
                         Some(Some((from, Ok(answer)))) => {
                             coord.handle_reply(now, call, from, answer.reply, answer.incarnation)
                         }

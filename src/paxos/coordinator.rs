@@ -235,8 +235,6 @@ pub struct Coordinator<V> {
     stage: Stage<V>,
     /// The current broadcast; answers to others are stale.
     call: u32,
-    /// Members whose answer (or failure) to the current call came in.
-    heard: BTreeSet<NodeId>,
     /// The highest round a refusal reported: the next ballot goes above.
     seen_round: u64,
     /// Classic rounds ended so far.
@@ -284,7 +282,6 @@ impl<V: Clone + PartialEq> Coordinator<V> {
             own,
             stage: Stage::NeedBallot,
             call: 0,
-            heard: BTreeSet::new(),
             seen_round: 0,
             attempt: 0,
             effects: VecDeque::new(),
@@ -379,7 +376,6 @@ impl<V: Clone + PartialEq> Coordinator<V> {
         if !self.awaits(call, from) {
             return;
         }
-        self.heard.insert(from);
         match &mut self.stage {
             Stage::Fast {
                 round,
@@ -421,7 +417,6 @@ impl<V: Clone + PartialEq> Coordinator<V> {
         if !self.awaits(call, from) {
             return;
         }
-        self.heard.insert(from);
         match &mut self.stage {
             Stage::Fast { round, .. } => {
                 let progress = round.on_unreachable(from);
@@ -435,6 +430,26 @@ impl<V: Clone + PartialEq> Coordinator<V> {
                 let progress = round.on_unreachable(from);
                 self.on_classic(progress);
             }
+            _ => {}
+        }
+    }
+
+    /// Every call of broadcast `call` has returned (the node's reply channel
+    /// closed) and the stage still waits: nothing more will come. A fast
+    /// attempt falls back, a read gives up on stragglers, a round is stalled.
+    /// (The model checker's network may always deliver again: it never
+    /// calls this.)
+    pub fn handle_closed(&mut self, now: Time, call: u32) {
+        if call != self.call {
+            return;
+        }
+        match &mut self.stage {
+            Stage::Fast { .. } => self.on_fast(now, Progress::Stalled),
+            Stage::Reading { read, .. } => {
+                let progress = read.give_up();
+                self.on_read(now, progress);
+            }
+            Stage::Classic { .. } => self.on_classic(Progress::Stalled),
             _ => {}
         }
     }
@@ -489,15 +504,8 @@ impl<V: Clone + PartialEq> Coordinator<V> {
         waiting && call == self.call && self.members.contains(from)
     }
 
-    /// Every member answered the current call and the stage still waits:
-    /// nothing more will come (the node's reply channel closed).
-    fn all_heard(&self) -> bool {
-        self.heard.len() >= self.members.len()
-    }
-
     fn send(&mut self, request: Request<V>, fence: Fence) {
         self.call += 1;
-        self.heard.clear();
         self.effects.push_back(Effect::Send {
             call: self.call,
             request,
@@ -518,10 +526,6 @@ impl<V: Clone + PartialEq> Coordinator<V> {
     }
 
     fn on_fast(&mut self, now: Time, progress: Progress<V>) {
-        let progress = match progress {
-            Progress::Wait if self.all_heard() => Progress::Stalled,
-            progress => progress,
-        };
         let Stage::Fast {
             accepted,
             seen,
@@ -554,16 +558,12 @@ impl<V: Clone + PartialEq> Coordinator<V> {
 
     fn on_read(&mut self, now: Time, progress: ReadProgress<V>) {
         let Stage::Reading {
-            read,
             answered,
             straggler,
+            ..
         } = &mut self.stage
         else {
             return;
-        };
-        let progress = match progress {
-            ReadProgress::Wait if self.heard.len() >= self.members.len() => read.give_up(),
-            progress => progress,
         };
         match progress {
             ReadProgress::Wait => {
@@ -585,10 +585,6 @@ impl<V: Clone + PartialEq> Coordinator<V> {
 
     fn on_classic(&mut self, progress: Progress<V>) {
         let recovered = self.own.is_none();
-        let progress = match progress {
-            Progress::Wait if self.all_heard() => Progress::Stalled,
-            progress => progress,
-        };
         match progress {
             Progress::Wait => {}
             Progress::Send(accept) => {
