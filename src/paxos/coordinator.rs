@@ -626,3 +626,165 @@ impl<V: Clone + PartialEq> Coordinator<V> {
             .min(self.limits.backoff_max)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members() -> Members {
+        Members::new([1, 2, 3])
+    }
+
+    /// Polls until the coordinator stands still, returning what it did.
+    fn drain(coord: &mut Coordinator<&'static str>) -> Vec<Effect<&'static str>> {
+        let mut effects = Vec::new();
+        loop {
+            let effect = coord.poll();
+            let standing = matches!(
+                effect,
+                Effect::Wait { .. }
+                    | Effect::Done(_)
+                    | Effect::NeedBallot { .. }
+                    | Effect::NeedPause { .. }
+            );
+            effects.push(effect);
+            if standing {
+                return effects;
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_fast_attempt_falls_back_above_the_refusal() {
+        let limits = Limits {
+            deadline: Some(1_000),
+            straggler_wait: 50,
+            ..Limits::unbounded()
+        };
+        let mut coord = Coordinator::put(members(), "a", true, limits, 0);
+        let effects = drain(&mut coord);
+        assert_eq!(effects[0], Effect::Count(Count::FastRound));
+        let call = coord.call();
+        coord.handle_reply(
+            1,
+            call,
+            1,
+            Reply::Accepted {
+                ballot: Ballot::FAST,
+            },
+            1,
+        );
+        let promised = Ballot::new(7, 2);
+        let refusal = Reply::Rejected {
+            ballot: Ballot::FAST,
+            promised,
+        };
+        coord.handle_reply(2, call, 2, refusal, 1);
+        assert_eq!(
+            drain(&mut coord),
+            vec![
+                Effect::Count(Count::FastFallback),
+                Effect::NeedBallot { above: 7 }
+            ]
+        );
+        // An answer to the finished fast call changes nothing.
+        let before = coord.clone();
+        coord.handle_reply(
+            3,
+            call,
+            3,
+            Reply::Accepted {
+                ballot: Ballot::FAST,
+            },
+            1,
+        );
+        assert_eq!(coord, before);
+    }
+
+    #[test]
+    fn a_fast_majority_waits_for_stragglers_then_falls_back() {
+        let limits = Limits {
+            deadline: Some(1_000),
+            straggler_wait: 50,
+            ..Limits::unbounded()
+        };
+        let mut coord = Coordinator::put(members(), "a", true, limits, 0);
+        let _ = drain(&mut coord);
+        let call = coord.call();
+        for from in [1, 2] {
+            coord.handle_reply(
+                10,
+                call,
+                from,
+                Reply::Accepted {
+                    ballot: Ballot::FAST,
+                },
+                1,
+            );
+        }
+        assert_eq!(drain(&mut coord), vec![Effect::Wait { until: Some(60) }]);
+        coord.handle_timeout(59);
+        assert_eq!(drain(&mut coord), vec![Effect::Wait { until: Some(60) }]);
+        coord.handle_timeout(60);
+        assert_eq!(
+            drain(&mut coord),
+            vec![
+                Effect::Count(Count::FastFallback),
+                Effect::NeedBallot { above: 0 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stalled_round_backs_off_and_a_pause_past_the_deadline_gives_up() {
+        let limits = Limits {
+            deadline: Some(1_000),
+            backoff_base: 100,
+            backoff_max: 300,
+            ..Limits::unbounded()
+        };
+        let mut coord = Coordinator::put(members(), "a", false, limits, 0);
+        assert_eq!(drain(&mut coord), vec![Effect::NeedBallot { above: 0 }]);
+        coord.handle_ballot(0, Ballot::new(1, 1));
+        let effects = drain(&mut coord);
+        assert_eq!(effects[0], Effect::Count(Count::Round));
+        let call = coord.call();
+        coord.handle_unreachable(5, call, 2);
+        coord.handle_unreachable(5, call, 3);
+        assert_eq!(drain(&mut coord), vec![Effect::NeedPause { ceiling: 200 }]);
+        coord.handle_pause(5, 150);
+        assert_eq!(drain(&mut coord), vec![Effect::Wait { until: Some(155) }]);
+        coord.handle_timeout(155);
+        assert_eq!(drain(&mut coord), vec![Effect::NeedBallot { above: 0 }]);
+        coord.handle_ballot(155, Ballot::new(2, 1));
+        let _ = drain(&mut coord);
+        let call = coord.call();
+        coord.handle_closed(900, call);
+        assert_eq!(drain(&mut coord), vec![Effect::NeedPause { ceiling: 300 }]);
+        coord.handle_pause(900, 100);
+        assert_eq!(drain(&mut coord), vec![Effect::Done(Outcome::Unavailable)]);
+    }
+
+    #[test]
+    fn a_read_that_sees_disagreement_recovers() {
+        let mut coord = Coordinator::get(members(), Limits::unbounded(), 0);
+        let _ = drain(&mut coord);
+        let call = coord.call();
+        let vote = |round, value| Reply::Vote {
+            accepted: Some(crate::paxos::Accepted {
+                ballot: Ballot::new(round, 1),
+                value,
+            }),
+        };
+        coord.handle_reply(0, call, 1, vote(1, "a"), 1);
+        coord.handle_reply(0, call, 2, vote(2, "b"), 1);
+        coord.handle_reply(0, call, 3, Reply::Vote { accepted: None }, 1);
+        assert_eq!(
+            drain(&mut coord),
+            vec![
+                Effect::Count(Count::Recovery),
+                Effect::NeedBallot { above: 0 }
+            ]
+        );
+    }
+}
