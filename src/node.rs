@@ -687,9 +687,8 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 // docs/design.md "Fast ballot": only while every peer
                 // answered lately could a fast attempt gather every vote.
                 let fast = self.every_peer_answered_lately();
-                let limits = self.limits();
-                let now = micros_since(start);
-                let coord = Coordinator::put(self.members.clone(), own.clone(), fast, limits, now);
+                let coord =
+                    Coordinator::put(self.members.clone(), own.clone(), fast, self.limits());
                 match self.execute(key, coord, start).await {
                     // Only the request whose proposal was chosen created the value.
                     Ok(Outcome::Chosen { value, .. }) if value == own => PutOutcome::Created,
@@ -747,7 +746,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         }
         // Steps 2-5: a quorum read comparing (ballot, value), and a
         // recovery round when the votes disagree.
-        let coord = Coordinator::get(self.members.clone(), self.limits(), micros_since(start));
+        let coord = Coordinator::get(self.members.clone(), self.limits());
         let path = |recovered| match recovered {
             true => ReadPath::Recovered,
             false => ReadPath::Quorum,
@@ -818,7 +817,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 Effect::Count(count) => self.count(&key, count),
                 Effect::NeedBallot { above } => {
                     let ballot = self.next_ballot(above, deadline).await?;
-                    coord.handle_ballot(micros_since(start), ballot);
+                    coord.handle_ballot(ballot);
                 }
                 Effect::NeedPause { ceiling } => {
                     let pause = self.backoff(ceiling);

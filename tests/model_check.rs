@@ -706,10 +706,10 @@ impl Config {
         }
         let limits = self.limits();
         let coord = match kind {
-            Kind::Get => Coordinator::get(members(), limits, 0),
+            Kind::Get => Coordinator::get(members(), limits),
             // `Node::put_value`: with `fast`, as when every peer answered
             // lately, the PUT tries the fast ballot first.
-            Kind::Put(own) => Coordinator::put(members(), own, self.fast, limits, 0),
+            Kind::Put(own) => Coordinator::put(members(), own, self.fast, limits),
         };
         st.ops.insert(key, Coord { kind, coord });
         o.set_timer(Timer::Op(client, seq), model_timeout());
@@ -766,7 +766,7 @@ impl Config {
                     }
                     debug_assert_eq!(next.ballot.node, node_id(id));
                     let coord = &mut st.ops.get_mut(&key).expect("op in hand").coord;
-                    coord.handle_ballot(0, next.ballot);
+                    coord.handle_ballot(next.ballot);
                 }
                 Effect::Wait { .. } => return,
                 Effect::Done(outcome) => {

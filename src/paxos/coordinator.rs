@@ -22,11 +22,11 @@
 //!
 //! let members = Members::new([1, 2, 3]);
 //! let mut acceptors = vec![AcceptorState::<&str>::default(); 3];
-//! let mut coord = Coordinator::put(members, "blue", false, Limits::unbounded(), 0);
+//! let mut coord = Coordinator::put(members, "blue", false, Limits::unbounded());
 //! let outcome = loop {
 //!     match coord.poll() {
 //!         Effect::NeedBallot { above } => {
-//!             coord.handle_ballot(0, paxos_kv::paxos::Ballot::new(above + 1, 1))
+//!             coord.handle_ballot(paxos_kv::paxos::Ballot::new(above + 1, 1))
 //!         }
 //!         Effect::Send { call, request, .. } => {
 //!             for (i, state) in acceptors.iter_mut().enumerate() {
@@ -245,8 +245,7 @@ pub struct Coordinator<V> {
 impl<V: Clone + PartialEq> Coordinator<V> {
     /// A PUT of `own`. With `fast` (every peer answered lately) it tries the
     /// fast ballot first; otherwise it starts with a classic round.
-    pub fn put(members: Members, own: V, fast: bool, limits: Limits, now: Time) -> Self {
-        let _ = now;
+    pub fn put(members: Members, own: V, fast: bool, limits: Limits) -> Self {
         let mut coord = Coordinator::new(members, limits, Some(own.clone()));
         if fast {
             coord.effects.push_back(Effect::Count(Count::FastRound));
@@ -263,8 +262,7 @@ impl<V: Clone + PartialEq> Coordinator<V> {
     }
 
     /// A GET: a quorum read, then a recovery if the votes disagree.
-    pub fn get(members: Members, limits: Limits, now: Time) -> Self {
-        let _ = now;
+    pub fn get(members: Members, limits: Limits) -> Self {
         let mut coord = Coordinator::new(members.clone(), limits, None);
         coord.stage = Stage::Reading {
             read: ReadRound::start(members),
@@ -333,8 +331,7 @@ impl<V: Clone + PartialEq> Coordinator<V> {
 
     /// The ballot asked for by [`Effect::NeedBallot`]: starts the next
     /// classic round. Ignored when no ballot was asked for.
-    pub fn handle_ballot(&mut self, now: Time, ballot: Ballot) {
-        let _ = now;
+    pub fn handle_ballot(&mut self, ballot: Ballot) {
         if !matches!(self.stage, Stage::NeedBallot) {
             return;
         }
@@ -635,6 +632,15 @@ mod tests {
         Members::new([1, 2, 3])
     }
 
+    /// A deadline at 1000 and a straggler wait of 50.
+    fn with_straggler_wait() -> Limits {
+        Limits {
+            deadline: Some(1_000),
+            straggler_wait: 50,
+            ..Limits::unbounded()
+        }
+    }
+
     /// Polls until the coordinator stands still, returning what it did.
     fn drain(coord: &mut Coordinator<&'static str>) -> Vec<Effect<&'static str>> {
         let mut effects = Vec::new();
@@ -656,12 +662,7 @@ mod tests {
 
     #[test]
     fn a_refused_fast_attempt_falls_back_above_the_refusal() {
-        let limits = Limits {
-            deadline: Some(1_000),
-            straggler_wait: 50,
-            ..Limits::unbounded()
-        };
-        let mut coord = Coordinator::put(members(), "a", true, limits, 0);
+        let mut coord = Coordinator::put(members(), "a", true, with_straggler_wait());
         let effects = drain(&mut coord);
         assert_eq!(effects[0], Effect::Count(Count::FastRound));
         let call = coord.call();
@@ -703,12 +704,7 @@ mod tests {
 
     #[test]
     fn a_fast_majority_waits_for_stragglers_then_falls_back() {
-        let limits = Limits {
-            deadline: Some(1_000),
-            straggler_wait: 50,
-            ..Limits::unbounded()
-        };
-        let mut coord = Coordinator::put(members(), "a", true, limits, 0);
+        let mut coord = Coordinator::put(members(), "a", true, with_straggler_wait());
         let _ = drain(&mut coord);
         let call = coord.call();
         for from in [1, 2] {
@@ -743,9 +739,9 @@ mod tests {
             backoff_max: 300,
             ..Limits::unbounded()
         };
-        let mut coord = Coordinator::put(members(), "a", false, limits, 0);
+        let mut coord = Coordinator::put(members(), "a", false, limits);
         assert_eq!(drain(&mut coord), vec![Effect::NeedBallot { above: 0 }]);
-        coord.handle_ballot(0, Ballot::new(1, 1));
+        coord.handle_ballot(Ballot::new(1, 1));
         let effects = drain(&mut coord);
         assert_eq!(effects[0], Effect::Count(Count::Round));
         let call = coord.call();
@@ -756,7 +752,7 @@ mod tests {
         assert_eq!(drain(&mut coord), vec![Effect::Wait { until: Some(155) }]);
         coord.handle_timeout(155);
         assert_eq!(drain(&mut coord), vec![Effect::NeedBallot { above: 0 }]);
-        coord.handle_ballot(155, Ballot::new(2, 1));
+        coord.handle_ballot(Ballot::new(2, 1));
         let _ = drain(&mut coord);
         let call = coord.call();
         coord.handle_closed(900, call);
@@ -767,7 +763,7 @@ mod tests {
 
     #[test]
     fn a_read_that_sees_disagreement_recovers() {
-        let mut coord = Coordinator::get(members(), Limits::unbounded(), 0);
+        let mut coord = Coordinator::get(members(), Limits::unbounded());
         let _ = drain(&mut coord);
         let call = coord.call();
         let vote = |round, value| Reply::Vote {
