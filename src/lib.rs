@@ -4,10 +4,11 @@
 //! layered (docs/design.md), dependencies pointing down:
 //!
 //! - [`api`]: the axum router; parses requests, maps outcomes to status codes.
-//! - [`node`]: runs proposer rounds and quorum reads over a [`storage::Storage`]
-//!   and a [`transport::Transport`]: fan-out, majority wait, backoff, deadlines.
+//! - [`node`]: executes each client request's coordinator over a
+//!   [`storage::Storage`] and a [`transport::Transport`]: fan-out, timers,
+//!   ballot reservations, backoff draws.
 //! - [`paxos`]: the pure core: acceptor rules, proposer round, quorum read,
-//!   ballot clock. No IO, no clock, no randomness.
+//!   the request coordinator, ballot clock. No IO, no clock, no randomness.
 //! - [`storage`] (sled, or memory) and [`transport`] (HTTP, or memory).
 //! - Registry reads on top of the node: [`list`] (a linearizable page of the
 //!   keys under a prefix, from a majority's pages) and [`waiters`] (`GET ?wait`,

@@ -19,8 +19,8 @@ use crate::events::{in_request, EventBus, Kind};
 use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
-    acceptor, Ballot, BallotClock, Fence, Incarnation, Members, NodeId, Progress, ReadProgress,
-    ReadRound, Reply, Request, Round, Step,
+    acceptor, Ballot, BallotClock, Coordinator, Count, Effect, Fault, Fence, Incarnation, Limits,
+    Members, NodeId, Outcome, Request, Step, Time,
 };
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
@@ -136,21 +136,6 @@ pub enum ReadPath {
     Quorum,
     /// By a recovery round.
     Recovered,
-}
-
-/// How a fast attempt ended.
-enum Fast {
-    /// Every member accepted (or one knew the chosen value).
-    Chosen(Value),
-    /// Go on with classic rounds above `seen` (the highest promise a
-    /// refusal reported; [`Ballot::ZERO`] when none did).
-    Fallback { seen: Ballot },
-}
-
-/// The result of a finished proposer loop.
-enum Finished {
-    Chosen(Value),
-    Empty,
 }
 
 type CallResult = Result<Answer, String>;
@@ -664,23 +649,37 @@ impl<S: Storage, T: Transport> Node<S, T> {
     }
 
     async fn put_value(self: &Arc<Self>, key: &str, own: Value) -> Result<PutOutcome, NodeError> {
-        let deadline = Instant::now() + self.timing.request_timeout;
+        let start = Instant::now();
+        let deadline = start + self.timing.request_timeout;
         if let Err(e) = self.serving_by(deadline).await {
             inc(&self.metrics.unavailable);
             return Err(e);
         }
         let outcome = match self.local_decided(key)? {
             Some(chosen) => same_or_conflict(chosen, &own.bytes),
-            None => match self.propose(key, Some(own.clone()), deadline).await {
-                // Only the request whose proposal was chosen created the value.
-                Ok(Finished::Chosen(chosen)) if chosen == own => PutOutcome::Created,
-                Ok(Finished::Chosen(chosen)) => same_or_conflict(chosen.bytes, &own.bytes),
-                Ok(Finished::Empty) => unreachable!("a round with a value never ends empty"),
-                Err(e) => {
-                    inc(&self.metrics.unavailable);
-                    return Err(e);
+            None => {
+                // docs/design.md "Fast ballot": only while every peer
+                // answered lately could a fast attempt gather every vote.
+                let fast = self.every_peer_answered_lately();
+                let coord =
+                    Coordinator::put(self.members.clone(), own.clone(), fast, self.limits());
+                match self.execute(key, coord, start).await {
+                    // Only the request whose proposal was chosen created the value.
+                    Ok(Outcome::Chosen { value, .. }) if value == own => PutOutcome::Created,
+                    Ok(Outcome::Chosen { value, .. }) => same_or_conflict(value.bytes, &own.bytes),
+                    Ok(Outcome::Empty { .. }) => {
+                        unreachable!("a round with a value never ends empty")
+                    }
+                    Ok(Outcome::Unavailable) => {
+                        inc(&self.metrics.unavailable);
+                        return Err(NodeError::Unavailable);
+                    }
+                    Err(e) => {
+                        inc(&self.metrics.unavailable);
+                        return Err(e);
+                    }
                 }
-            },
+            }
         };
         inc(match &outcome {
             PutOutcome::Created => &self.metrics.put_created,
@@ -712,52 +711,24 @@ impl<S: Storage, T: Transport> Node<S, T> {
         self: &Arc<Self>,
         key: &str,
     ) -> Result<(Option<Bytes>, ReadPath), NodeError> {
-        let deadline = Instant::now() + self.timing.request_timeout;
+        let start = Instant::now();
+        let deadline = start + self.timing.request_timeout;
         self.serving_by(deadline).await?;
         // docs/design.md GET step 1: a decided register is immutable (invariant 5).
         if let Some(value) = self.local_decided(key)? {
             return Ok((Some(value), ReadPath::Local));
         }
-        // Steps 2-4: a quorum read comparing (ballot, value).
-        let key: Arc<str> = Arc::from(key);
-        let mut read = ReadRound::start(self.members.clone());
-        let mut replies = self.broadcast(&key, Request::Read, Fence::default());
-        let mut answered = 0usize;
-        let mut straggler_deadline: Option<Instant> = None;
-        let progress = loop {
-            let until = straggler_deadline.map_or(deadline, |s| s.min(deadline));
-            let progress = match tokio::time::timeout_at(until, replies.recv()).await {
-                Err(_) if Instant::now() >= deadline => return Err(NodeError::Unavailable),
-                Err(_) | Ok(None) => read.give_up(),
-                Ok(Some((from, Ok(answer)))) => {
-                    answered += 1;
-                    read.on_reply(from, answer.reply)
-                }
-                Ok(Some((from, Err(_)))) => read.on_unreachable(from),
-            };
-            match progress {
-                ReadProgress::Wait => {
-                    if answered >= self.members.quorum() && straggler_deadline.is_none() {
-                        straggler_deadline = Some(Instant::now() + self.timing.straggler_wait);
-                    }
-                }
-                done => break done,
-            }
+        // Steps 2-5: a quorum read comparing (ballot, value), and a
+        // recovery round when the votes disagree.
+        let coord = Coordinator::get(self.members.clone(), self.limits());
+        let path = |recovered| match recovered {
+            true => ReadPath::Recovered,
+            false => ReadPath::Quorum,
         };
-        match progress {
-            ReadProgress::Chosen { ballot, value } => {
-                let bytes = value.bytes.clone();
-                self.announce(&key, ballot, value);
-                Ok((Some(bytes), ReadPath::Quorum))
-            }
-            ReadProgress::Empty => Ok((None, ReadPath::Quorum)),
-            ReadProgress::Stalled => Err(NodeError::Unavailable),
-            // Step 5: the votes disagree; finish the instance.
-            ReadProgress::Recover => match self.propose(&key, None, deadline).await? {
-                Finished::Chosen(value) => Ok((Some(value.bytes), ReadPath::Recovered)),
-                Finished::Empty => Ok((None, ReadPath::Recovered)),
-            },
-            ReadProgress::Wait => unreachable!("the loop only ends on a conclusion"),
+        match self.execute(key, coord, start).await? {
+            Outcome::Chosen { value, recovered } => Ok((Some(value.bytes), path(recovered))),
+            Outcome::Empty { recovered } => Ok((None, path(recovered))),
+            Outcome::Unavailable => Err(NodeError::Unavailable),
         }
     }
 
@@ -789,135 +760,92 @@ impl<S: Storage, T: Transport> Node<S, T> {
         Ok(state.decided_value().map(|a| a.value.bytes.clone()))
     }
 
-    /// Runs proposer rounds with growing, randomized backoff until one ends
-    /// in a chosen value (or, with no value of its own, finds none), or the
-    /// deadline passes (invariant 6).
-    async fn propose(
+    /// Runs one request's coordinator (`src/paxos/coordinator.rs`) to its
+    /// end: turns its effects into broadcasts, timers, durable ballot
+    /// reservations, backoff draws, announcements and counts. `start` is
+    /// time 0 of the coordinator's clock (microseconds); the deadline is
+    /// `start` plus the request timeout.
+    async fn execute(
         self: &Arc<Self>,
         key: &str,
-        own: Option<Value>,
-        deadline: Instant,
-    ) -> Result<Finished, NodeError> {
+        mut coord: Coordinator<Value>,
+        start: Instant,
+    ) -> Result<Outcome<Value>, NodeError> {
         let key: Arc<str> = Arc::from(key);
-        let mut seen_round = 0u64;
-        if own.is_none() {
-            self.events.recovery(&key);
-        }
-        if let Some(value) = own.as_ref().filter(|_| self.every_peer_answered_lately()) {
-            match self.fast_round(&key, value.clone(), deadline).await? {
-                Fast::Chosen(chosen) => return Ok(Finished::Chosen(chosen)),
-                // A refusal for a promise tells the classic round where to
-                // start: no round trip is spent learning it again.
-                Fast::Fallback { seen } => seen_round = seen.round,
-            }
-        }
-        for attempt in 0u32.. {
-            if attempt > 0 {
-                let pause = self.backoff(attempt);
-                if Instant::now() + pause >= deadline {
-                    return Err(NodeError::Unavailable);
+        let deadline = start + self.timing.request_timeout;
+        // The answers to the current broadcast only: dropping the receiver
+        // of an earlier one leaves its calls to finish in the background.
+        let mut replies: Option<mpsc::UnboundedReceiver<(NodeId, CallResult)>> = None;
+        let mut call = 0;
+        loop {
+            match coord.poll() {
+                Effect::Send {
+                    call: current,
+                    request,
+                    fence,
+                } => {
+                    call = current;
+                    replies = Some(self.broadcast(&key, request, fence));
                 }
-                tokio::time::sleep(pause).await;
-            }
-            let ballot = self.next_ballot(seen_round, deadline).await?;
-            inc(&self.metrics.rounds);
-            let (mut round, prepare) = Round::start(ballot, self.members.clone(), own.clone());
-            let mut replies = self.broadcast(&key, prepare, Fence::default());
-            // The promisers of this round, each in the incarnation that
-            // promised: the accepts carry them (invariant 8).
-            let mut fence = Fence::default();
-            let progress = loop {
-                let progress = match tokio::time::timeout_at(deadline, replies.recv()).await {
-                    Err(_) => return Err(NodeError::Unavailable),
-                    Ok(None) => Progress::Stalled,
-                    Ok(Some((from, Ok(answer)))) => {
-                        if matches!(answer.reply, Reply::Promise { ballot: b, .. } if b == ballot) {
-                            fence.promised(from, answer.incarnation);
+                Effect::Announce { ballot, value } => self.announce(&key, ballot, value),
+                Effect::Count(count) => self.count(&key, count),
+                Effect::NeedBallot { above } => {
+                    let ballot = self.next_ballot(above, deadline).await?;
+                    coord.handle_ballot(ballot);
+                }
+                Effect::NeedPause { ceiling } => {
+                    let pause = self.backoff(ceiling);
+                    coord.handle_pause(micros_since(start), pause);
+                }
+                Effect::Wait { until } => {
+                    let until = until.map_or(deadline, |t| start + Duration::from_micros(t));
+                    let next = match replies.as_mut() {
+                        Some(rx) => tokio::time::timeout_at(until, rx.recv()).await.ok(),
+                        None => {
+                            tokio::time::sleep_until(until).await;
+                            None
                         }
-                        round.on_reply(from, answer.reply)
+                    };
+                    let now = micros_since(start);
+                    match next {
+                        None => coord.handle_timeout(now),
+                        // Every call of the broadcast returned.
+                        Some(None) => {
+                            replies = None;
+                            coord.handle_closed(now, call);
+                        }
+                        Some(Some((from, Ok(answer)))) => {
+                            coord.handle_reply(now, call, from, answer.reply, answer.incarnation)
+                        }
+                        Some(Some((from, Err(_)))) => coord.handle_unreachable(now, call, from),
                     }
-                    Ok(Some((from, Err(_)))) => round.on_unreachable(from),
-                };
-                match progress {
-                    Progress::Wait => {}
-                    Progress::Send(accept) => {
-                        replies = self.broadcast(&key, accept, std::mem::take(&mut fence))
-                    }
-                    done => break done,
                 }
-            };
-            match progress {
-                Progress::Chosen { ballot, value, .. } => {
-                    self.announce(&key, ballot, value.clone());
-                    return Ok(Finished::Chosen(value));
-                }
-                Progress::Empty => return Ok(Finished::Empty),
-                Progress::Preempted { seen } => {
-                    inc(&self.metrics.preempted);
-                    seen_round = seen_round.max(seen.round);
-                }
-                Progress::Stalled => {}
-                Progress::Wait | Progress::Send(_) => unreachable!("handled in the loop"),
+                Effect::Done(outcome) => return Ok(outcome),
             }
         }
-        unreachable!("the attempt counter does not run out before the deadline")
     }
 
-    /// One attempt in the fast ballot: `value` straight to phase 2 at every
-    /// member. [`Fast::Chosen`] when every member accepted it (or one knew
-    /// the chosen value); [`Fast::Fallback`] when the attempt cannot succeed
-    /// (a refusal, an unreachable member, or a member still silent a
-    /// straggler wait after the rest accepted): the caller goes on with
-    /// classic rounds at once, above the highest promise a refusal reported,
-    /// and their phase 1 finds whatever fast votes were cast.
-    async fn fast_round(
-        self: &Arc<Self>,
-        key: &Arc<str>,
-        value: Value,
-        deadline: Instant,
-    ) -> Result<Fast, NodeError> {
-        inc(&self.metrics.fast_rounds);
-        let (mut round, accept) = Round::start_fast(self.members.clone(), value);
-        let mut replies = self.broadcast(key, accept, Fence::default());
-        let mut accepted = 0usize;
-        let mut seen = Ballot::ZERO;
-        let mut straggler_deadline: Option<Instant> = None;
-        loop {
-            let until = straggler_deadline.map_or(deadline, |s| s.min(deadline));
-            let progress = match tokio::time::timeout_at(until, replies.recv()).await {
-                Err(_) if Instant::now() >= deadline => return Err(NodeError::Unavailable),
-                Err(_) | Ok(None) => Progress::Stalled,
-                Ok(Some((from, Ok(answer)))) => {
-                    match &answer.reply {
-                        Reply::Accepted { .. } => accepted += 1,
-                        Reply::Rejected { promised, .. } => seen = seen.max(*promised),
-                        _ => {}
-                    }
-                    round.on_reply(from, answer.reply)
-                }
-                Ok(Some((from, Err(_)))) => round.on_unreachable(from),
-            };
-            match progress {
-                Progress::Wait => {
-                    if accepted >= self.members.quorum() && straggler_deadline.is_none() {
-                        straggler_deadline = Some(Instant::now() + self.timing.straggler_wait);
-                    }
-                }
-                Progress::Chosen { ballot, value, .. } => {
-                    self.announce(key, ballot, value.clone());
-                    return Ok(Fast::Chosen(value));
-                }
-                Progress::Preempted { seen: promised } => {
-                    inc(&self.metrics.fast_fallbacks);
-                    return Ok(Fast::Fallback {
-                        seen: seen.max(promised),
-                    });
-                }
-                _ => {
-                    inc(&self.metrics.fast_fallbacks);
-                    return Ok(Fast::Fallback { seen });
-                }
-            }
+    /// What the coordinator counts, in the node's metrics and events.
+    fn count(&self, key: &Arc<str>, count: Count) {
+        match count {
+            Count::FastRound => inc(&self.metrics.fast_rounds),
+            Count::FastFallback => inc(&self.metrics.fast_fallbacks),
+            Count::Round => inc(&self.metrics.rounds),
+            Count::Preempted => inc(&self.metrics.preempted),
+            Count::Recovery => self.events.recovery(key),
+        }
+    }
+
+    /// The coordinator's bounds from this node's [`Timing`], in
+    /// microseconds from the request's start.
+    fn limits(&self) -> Limits {
+        Limits {
+            deadline: Some(micros(self.timing.request_timeout)),
+            straggler_wait: micros(self.timing.straggler_wait),
+            backoff_base: micros(self.timing.backoff_base),
+            backoff_max: micros(self.timing.backoff_max),
+            max_rounds: None,
+            fault: Fault::None,
         }
     }
 
@@ -972,14 +900,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
             .inspect_err(|_| self.storage_failed())
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .timing
-            .backoff_base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.timing.backoff_max);
+    /// A backoff pause drawn uniformly from `ceiling / 2 ..= ceiling`
+    /// (microseconds): the coordinator's randomness.
+    fn backoff(&self, ceiling: Time) -> Time {
         let mut rng = self.rng.lock().expect("poisoned");
-        ceiling.mul_f64(rng.random_range(0.5..=1.0))
+        micros(Duration::from_micros(ceiling).mul_f64(rng.random_range(0.5..=1.0)))
     }
 
     /// Sends `request` to every member (this node included) concurrently and
@@ -1084,6 +1009,16 @@ fn same_or_conflict(chosen: Bytes, value: &Bytes) -> PutOutcome {
     }
 }
 
+/// A duration in whole microseconds (the coordinator's [`Time`]).
+fn micros(d: Duration) -> Time {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Microseconds since `start`: the coordinator's clock.
+fn micros_since(start: Instant) -> Time {
+    micros(start.elapsed())
+}
+
 impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
     fn handle(
         self: Arc<Self>,
@@ -1121,6 +1056,7 @@ impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paxos::Reply;
     use crate::storage::MemoryStorage;
     use crate::transport::MemoryNetwork;
 

@@ -5,6 +5,10 @@
 //! - [`Round`] drives one proposer round (phase 1, then phase 2), or a fast
 //!   round (phase 2 alone in [`Ballot::FAST`], chosen only with every vote);
 //! - [`ReadRound`] is a quorum read that decides whether a value is chosen;
+//! - [`Coordinator`] runs one client request across all its rounds (fast
+//!   attempt, classic rounds with backoff, quorum read and recovery) as a
+//!   state machine of effects: `src/node.rs` executes it, and the model
+//!   checker drives the same code;
 //! - [`BallotClock`] hands out ballots a node never reuses;
 //! - [`rejoin`]: the incarnation fence and the rebuild rule for a node that
 //!   lost its disk.
@@ -40,6 +44,7 @@
 
 pub mod acceptor;
 pub mod ballot;
+pub mod coordinator;
 pub mod messages;
 pub mod proposer;
 pub mod quorum;
@@ -48,6 +53,7 @@ pub mod rejoin;
 
 pub use acceptor::{AcceptorState, Persist, Step};
 pub use ballot::{Ballot, BallotClock, NextBallot, NodeId};
+pub use coordinator::{Coordinator, Count, Effect, Fault, Limits, Outcome, Time};
 pub use messages::{Accepted, Reply, Request};
 pub use proposer::{Progress, Round};
 pub use quorum::Members;
