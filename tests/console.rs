@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::Value as Json;
 use support::inproc::{encode, poll, Cluster, Options, PATIENCE, TOKEN};
 use support::{net, procs};
-use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
