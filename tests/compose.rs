@@ -25,12 +25,15 @@
 //! The base images must exist locally or be pullable: where no registry can be reached,
 //! run `bash scripts/docker-offline-images.sh` first.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use support::net;
 
 /// How long one `docker compose up --build` may take: it compiles the whole project in
 /// release mode on two cores when the dependency layer is not cached yet.
@@ -246,7 +249,7 @@ impl Cluster {
         Cluster {
             project: format!("paxoskvtest{id}"),
             dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-            ports: free_ports(),
+            ports: [net::free_port(), net::free_port(), net::free_port()],
             token: format!("compose-test-token-{id}"),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -628,15 +631,6 @@ fn wait_bounded(mut child: Child, timeout: Duration, what: &[&str]) -> Res<(bool
         out.extend(r.join().unwrap_or_default());
     }
     Ok((status.success(), String::from_utf8_lossy(&out).into_owned()))
-}
-
-/// Three distinct ports that were free a moment ago on 127.0.0.1.
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    let port = |i: usize| listeners[i].local_addr().expect("local addr").port();
-    [port(0), port(1), port(2)]
 }
 
 fn parse_http_response(raw: &[u8]) -> Option<Reply> {
