@@ -23,7 +23,7 @@ fi
 suite=${PAXOS_KV_COMPOSE_SUITE:-trixie}
 host_suite=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
 mirror=$(apt-get indextargets --format '$(SITE) $(RELEASE) $(COMPONENT) $(IDENTIFIER)' 2>/dev/null |
-	awk -v s="$host_suite" '$2 == s && $3 == "main" && $4 == "Packages" { print $1; exit }')
+	awk -v s="$host_suite" '$2 == s && $3 == "main" && $4 == "Packages" && !m { m = $1 } END { print m }')
 [[ -n $mirror ]] || die "no Debian mirror for '$host_suite main' in this machine's apt configuration"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 [[ -f $keyring ]] || die "missing $keyring"
@@ -41,8 +41,10 @@ apt_opts=(
 )
 log "fetching docker-compose from Debian $suite ($mirror)"
 apt-get "${apt_opts[@]}" -qq update
+# (The awk filters read their whole input: an early exit would kill the writer
+# with SIGPIPE, which pipefail turns into a failed script.)
 version=$(apt-cache "${apt_opts[@]}" show docker-compose 2>/dev/null |
-	awk '/^Version: 2\./ { print $2; exit }')
+	awk '/^Version: 2\./ && !v { v = $2 } END { print v }')
 [[ -n $version ]] || die "Debian $suite has no docker-compose 2.x"
 (cd "$work" && apt-get "${apt_opts[@]}" -qq download "docker-compose=$version")
 dpkg-deb -x "$work"/docker-compose_*.deb "$work/pkg"
