@@ -1,6 +1,12 @@
 //! Table-driven tests of every rule of the pure Paxos core (`paxos_kv::paxos`),
-//! plus a randomized agreement check of the real core under message loss,
+//! plus a randomized agreement check of the real core and the production
+//! request coordinator (`src/paxos/coordinator.rs`) under message loss,
 //! duplication and reordering.
+//!
+//! The proptests take their seed from `PAXOS_KV_SEED` (a fresh one when
+//! unset) and print the command that replays it (`tests/support/seed.rs`);
+//! failing cases are also recorded in `tests/core_rules.proptest-regressions`
+//! and replayed first on every run.
 //!
 //! Each case names the invariant of `docs/design.md` ("inv. N") or the
 //! claim of Lamport's *Paxos Made Simple* ("PMS", section 2.2: P1, P1a, P2,
@@ -8,6 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod support;
 
 use paxos_kv::paxos::ballot::ROUND_RESERVATION;
 use paxos_kv::paxos::{
@@ -38,15 +46,12 @@ fn state(promised: Ballot, accepted: Option<(Ballot, Val)>, decided: bool) -> Ac
     }
 }
 
-/// The outcome of one acceptor step, flattened: the new state when the step
-/// asked for a persist, and the reply (taken out only "once durable").
 /// A proptest config with `cases` cases (unless `PROPTEST_CASES` says
-/// otherwise), a fixed seed (from
-/// `PROPTEST_RNG_SEED` when set, else a fresh one, printed so that a failure
-/// can be replayed with `PROPTEST_RNG_SEED=<seed>`), and failing cases
-/// recorded in `tests/core_rules.proptest-regressions` (replayed first).
+/// otherwise), a fixed seed (from `PAXOS_KV_SEED` when set, else a fresh
+/// one, printed with the command that replays it: `tests/support/seed.rs`),
+/// and failing cases recorded in `tests/core_rules.proptest-regressions`
+/// (replayed first).
 fn seeded_config(test: &str, cases: u32) -> Config {
-    use std::hash::{BuildHasher, Hasher};
     let mut cfg = Config::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         cfg.cases = cases;
@@ -55,14 +60,8 @@ fn seeded_config(test: &str, cases: u32) -> Config {
     cfg.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
         "proptest-regressions",
     )));
-    let seed = match cfg.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish(),
-    };
-    cfg.rng_seed = RngSeed::Fixed(seed);
-    eprintln!("{test}: PROPTEST_RNG_SEED={seed} ({} cases)", cfg.cases);
+    cfg.rng_seed = RngSeed::Fixed(support::seed::seed("core_rules", test));
+    eprintln!("{test}: {} cases", cfg.cases);
     cfg
 }
 
@@ -78,6 +77,8 @@ fn fail_on<T: std::fmt::Debug>(result: Result<(), TestError<T>>) {
     }
 }
 
+/// The outcome of one acceptor step, flattened: the new state when the step
+/// asked for a persist, and the reply (taken out only "once durable").
 fn run_step<V>(step: Step<V>) -> (Option<AcceptorState<V>>, Reply<V>) {
     match step {
         Step::Reply(reply) => (None, reply),
@@ -1991,8 +1992,8 @@ fn forgetful_acceptor(state: &AcceptorState<sim::V>, request: Request<sim::V>) -
 ///
 /// Replay: proptest prints the minimal failing schedule and records its seed
 /// in `tests/core_rules.proptest-regressions` (replayed first on every run);
-/// `PROPTEST_RNG_SEED=<n>` fixes the seed of a whole run, `PROPTEST_CASES`
-/// raises the number of schedules.
+/// `PAXOS_KV_SEED=<n>` fixes the seed of a whole run (the printed replay
+/// command sets it), `PROPTEST_CASES` raises the number of schedules.
 #[test]
 fn agreement_under_random_interleavings() {
     let cfg = seeded_config("agreement_under_random_interleavings", 3000);
