@@ -1524,6 +1524,8 @@ mod sim {
         /// Whether a value was chosen when the current read (or its
         /// recovery) began: then it must not report the register empty.
         chosen_at_start: bool,
+        /// Whether the current request is a PUT (of `value`).
+        putting: bool,
         learned: Option<(Ballot, V)>,
     }
 
@@ -1574,6 +1576,7 @@ mod sim {
                         generation: 0,
                         coord: None,
                         chosen_at_start: false,
+                        putting: false,
                         learned: None,
                     })
                     .collect(),
@@ -1658,10 +1661,16 @@ mod sim {
         }
 
         /// A new request replaces the agent's current one (if any).
-        fn begin(&mut self, agent: usize, coord: Coordinator<V>) -> Result<(), String> {
+        fn begin(
+            &mut self,
+            agent: usize,
+            coord: Coordinator<V>,
+            putting: bool,
+        ) -> Result<(), String> {
             let chosen_at_start = self.truth.is_some();
             let a = &mut self.agents[agent];
             a.generation += 1;
+            a.putting = putting;
             a.coord = Some(coord);
             a.chosen_at_start = chosen_at_start;
             self.pump(agent)
@@ -1674,13 +1683,13 @@ mod sim {
                 "agent {agent} puts {value}{}",
                 if fast { " (fast first)" } else { "" }
             ));
-            self.begin(agent, coord)
+            self.begin(agent, coord, true)
         }
 
         fn start_get(&mut self, agent: usize) -> Result<(), String> {
             let coord = Coordinator::get(Members::new(ACCEPTORS), self.limits());
             self.trace.push(format!("agent {agent} gets"));
-            self.begin(agent, coord)
+            self.begin(agent, coord, false)
         }
 
         /// Feeds the agent's coordinator one event, then runs its effects.
@@ -1908,13 +1917,16 @@ mod sim {
                             "inv. 4 broken: agent {agent} answered {value} without announcing it"
                         ));
                     }
-                    if value == self.agents[agent].value {
+                    if self.agents[agent].putting && value == self.agents[agent].value {
                         self.stats.created += 1;
                     }
                     Ok(())
                 }
                 Outcome::Empty { .. } => {
                     self.stats.empty_reports += 1;
+                    if self.agents[agent].putting {
+                        return Err(format!("agent {agent}: a PUT ended Empty (inv. 4 broken)"));
+                    }
                     if self.agents[agent].chosen_at_start {
                         return Err(format!(
                             "GET linearizability broken: agent {agent} found the register \
