@@ -1,6 +1,12 @@
 //! Table-driven tests of every rule of the pure Paxos core (`paxos_kv::paxos`),
-//! plus a randomized agreement check of the real core under message loss,
+//! plus a randomized agreement check of the real core and the production
+//! request coordinator (`src/paxos/coordinator.rs`) under message loss,
 //! duplication and reordering.
+//!
+//! The proptests take their seed from `PAXOS_KV_SEED` (a fresh one when
+//! unset) and print the command that replays it (`tests/support/seed.rs`);
+//! failing cases are also recorded in `tests/core_rules.proptest-regressions`
+//! and replayed first on every run.
 //!
 //! Each case names the invariant of `docs/design.md` ("inv. N") or the
 //! claim of Lamport's *Paxos Made Simple* ("PMS", section 2.2: P1, P1a, P2,
@@ -9,11 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod support;
+
 use paxos_kv::paxos::ballot::ROUND_RESERVATION;
 use paxos_kv::paxos::{
-    acceptor, rebuilt_vote, Accepted, AcceptorState, Ballot, BallotClock, Fence, Incarnation,
-    Known, Members, NodeId, Progress, ReadProgress, ReadRound, Reply, Request, Round, Step,
-    FIRST_INCARNATION,
+    acceptor, rebuilt_vote, Accepted, AcceptorState, Ballot, BallotClock, Fault, Fence,
+    Incarnation, Known, Members, NodeId, Progress, ReadProgress, ReadRound, Reply, Request, Round,
+    Step, FIRST_INCARNATION,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{
@@ -38,15 +46,12 @@ fn state(promised: Ballot, accepted: Option<(Ballot, Val)>, decided: bool) -> Ac
     }
 }
 
-/// The outcome of one acceptor step, flattened: the new state when the step
-/// asked for a persist, and the reply (taken out only "once durable").
 /// A proptest config with `cases` cases (unless `PROPTEST_CASES` says
-/// otherwise), a fixed seed (from
-/// `PROPTEST_RNG_SEED` when set, else a fresh one, printed so that a failure
-/// can be replayed with `PROPTEST_RNG_SEED=<seed>`), and failing cases
-/// recorded in `tests/core_rules.proptest-regressions` (replayed first).
+/// otherwise), a fixed seed (from `PAXOS_KV_SEED` when set, else a fresh
+/// one, printed with the command that replays it: `tests/support/seed.rs`),
+/// and failing cases recorded in `tests/core_rules.proptest-regressions`
+/// (replayed first).
 fn seeded_config(test: &str, cases: u32) -> Config {
-    use std::hash::{BuildHasher, Hasher};
     let mut cfg = Config::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         cfg.cases = cases;
@@ -55,14 +60,8 @@ fn seeded_config(test: &str, cases: u32) -> Config {
     cfg.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
         "proptest-regressions",
     )));
-    let seed = match cfg.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish(),
-    };
-    cfg.rng_seed = RngSeed::Fixed(seed);
-    eprintln!("{test}: PROPTEST_RNG_SEED={seed} ({} cases)", cfg.cases);
+    cfg.rng_seed = RngSeed::Fixed(support::seed::seed("core_rules", test));
+    eprintln!("{test}: {} cases", cfg.cases);
     cfg
 }
 
@@ -78,6 +77,8 @@ fn fail_on<T: std::fmt::Debug>(result: Result<(), TestError<T>>) {
     }
 }
 
+/// The outcome of one acceptor step, flattened: the new state when the step
+/// asked for a persist, and the reply (taken out only "once durable").
 fn run_step<V>(step: Step<V>) -> (Option<AcceptorState<V>>, Reply<V>) {
     match step {
         Step::Reply(reply) => (None, reply),
@@ -1469,43 +1470,46 @@ fn members_refuse_an_empty_cluster() {
 // ---------------------------------------------------------------------------
 
 /// A deterministic simulation of the real core: acceptors run
-/// `acceptor::handle` (or a deliberately broken variant), proposers run
-/// `Round`/`ReadRound` with `BallotClock`s, and a schedule of choices decides
-/// which message is delivered, duplicated or lost and when clients act.
+/// `acceptor::handle` (or a deliberately broken variant), and a schedule of
+/// choices decides which message is delivered, duplicated or lost and when
+/// clients act. Agents that each run the production request
+/// state machine (`Coordinator`, `src/paxos/coordinator.rs`, the very code
+/// `src/node.rs` executes) against three real acceptors, over a network that
+/// loses, duplicates and reorders. The simulation is the coordinator's
+/// executor: it answers `NeedBallot` from a `BallotClock` with a durable
+/// mark, `NeedPause` with no pause, and fires timers and closed calls when
+/// the schedule says.
 mod sim {
     use super::*;
+    use paxos_kv::paxos::{Coordinator, Count, Effect, Limits, Outcome};
 
     pub type V = u32;
     pub type AcceptorFn = fn(&AcceptorState<V>, Request<V>) -> Step<V>;
     pub const ACCEPTORS: [NodeId; 3] = [1, 2, 3];
     const QUORUM: usize = 2;
+    /// Classic rounds per request before it gives up (`Outcome::Unavailable`):
+    /// keeps every run bounded while contending agents preempt each other.
+    const MAX_ROUNDS: u32 = 4;
 
     #[derive(Clone, Debug)]
     enum Msg {
+        /// `generation` names the agent's request, `call` its broadcast:
+        /// replies to an earlier request are dropped (the node gives each
+        /// request its own reply channel); replies to an earlier call of the
+        /// same request reach the coordinator, which must ignore them.
         Request {
             to: NodeId,
             agent: usize,
-            tag: u64,
+            generation: u64,
+            call: u32,
             request: Request<V>,
         },
         Reply {
             agent: usize,
             from: NodeId,
-            tag: u64,
+            generation: u64,
+            call: u32,
             reply: Reply<V>,
-        },
-    }
-
-    enum Op {
-        Idle,
-        Write(Round<V>),
-        Read {
-            read: ReadRound<V>,
-            chosen_at_start: bool,
-        },
-        Recover {
-            round: Round<V>,
-            chosen_at_start: bool,
         },
     }
 
@@ -1514,9 +1518,14 @@ mod sim {
         value: V,
         clock: BallotClock,
         durable_mark: u64,
-        seen: u64,
-        tag: u64,
-        op: Op,
+        generation: u64,
+        /// The request under way, if any.
+        coord: Option<Coordinator<V>>,
+        /// Whether a value was chosen when the current read (or its
+        /// recovery) began: then it must not report the register empty.
+        chosen_at_start: bool,
+        /// Whether the current request is a PUT (of `value`).
+        putting: bool,
         learned: Option<(Ballot, V)>,
     }
 
@@ -1530,11 +1539,13 @@ mod sim {
         pub recoveries: u64,
         pub fast_writes: u64,
         pub fast_chosen: u64,
+        pub unavailable: u64,
         pub truly_chosen: bool,
     }
 
     pub struct World {
         acceptor: AcceptorFn,
+        fault: Fault,
         acceptors: Vec<AcceptorState<V>>,
         net: Vec<Msg>,
         agents: Vec<Agent>,
@@ -1550,9 +1561,10 @@ mod sim {
     }
 
     impl World {
-        pub fn new(agents: usize, acceptor: AcceptorFn) -> Self {
+        pub fn new(agents: usize, acceptor: AcceptorFn, fault: Fault) -> Self {
             World {
                 acceptor,
+                fault,
                 acceptors: vec![AcceptorState::default(); ACCEPTORS.len()],
                 net: Vec::new(),
                 agents: (0..agents)
@@ -1561,9 +1573,10 @@ mod sim {
                         value: 100 + i as V,
                         clock: BallotClock::restore(i as NodeId + 1, 0),
                         durable_mark: 0,
-                        seen: 0,
-                        tag: 0,
-                        op: Op::Idle,
+                        generation: 0,
+                        coord: None,
+                        chosen_at_start: false,
+                        putting: false,
                         learned: None,
                     })
                     .collect(),
@@ -1591,41 +1604,36 @@ mod sim {
                     }
                     Ok(())
                 }
-                12 => {
-                    self.start_write(agent);
-                    Ok(())
-                }
-                13 => {
-                    self.start_fast_write(agent);
-                    Ok(())
-                }
-                14 => {
-                    self.start_read(agent);
-                    Ok(())
-                }
-                15 => self.unreachable(agent, member),
-                16 => self.give_up(agent),
+                12 => self.start_put(agent, false),
+                13 => self.start_put(agent, true),
+                14 => self.start_get(agent),
+                15 => self.with_coord(agent, |c| c.handle_unreachable(0, c.call(), member)),
+                // The straggler wait expires (fast attempt falls back, read
+                // gives up on the rest), or every call of the broadcast
+                // returned and nothing more will come.
+                16 if (pick / n) % 2 == 0 => self.with_coord(agent, |c| c.handle_timeout(0)),
+                16 => self.with_coord(agent, |c| c.handle_closed(0, c.call())),
                 17 => {
                     if let Some((ballot, value)) = self.agents[agent].learned {
-                        let tag = self.agents[agent].tag;
                         self.net.push(Msg::Request {
                             to: member,
                             agent,
-                            tag,
+                            generation: 0,
+                            call: 0,
                             request: Request::Decide { ballot, value },
                         });
                     }
                     Ok(())
                 }
                 _ => {
-                    // The proposer process restarts: it forgets its round and
-                    // what it learned, and restores its clock from the mark it
-                    // persisted (inv. 2).
+                    // The proposer process restarts: it forgets its request
+                    // and what it learned, and restores its clock from the
+                    // mark it persisted (inv. 2).
                     let a = &mut self.agents[agent];
                     a.clock = BallotClock::restore(a.id, a.durable_mark);
-                    a.op = Op::Idle;
+                    a.coord = None;
+                    a.generation += 1;
                     a.learned = None;
-                    a.seen = 0;
                     self.trace.push(format!("restart agent {agent}"));
                     Ok(())
                 }
@@ -1644,78 +1652,129 @@ mod sim {
             Ok(())
         }
 
-        fn next_ballot(&mut self, agent: usize) -> Ballot {
-            let a = &mut self.agents[agent];
-            let next = a.clock.next(a.seen);
-            if let Some(mark) = next.reserve {
-                a.durable_mark = mark;
+        fn limits(&self) -> Limits {
+            Limits {
+                max_rounds: Some(MAX_ROUNDS),
+                fault: self.fault,
+                ..Limits::unbounded()
             }
-            next.ballot
         }
 
-        fn broadcast(&mut self, agent: usize, request: Request<V>) {
-            let tag = self.agents[agent].tag;
+        /// A new request replaces the agent's current one (if any).
+        fn begin(
+            &mut self,
+            agent: usize,
+            coord: Coordinator<V>,
+            putting: bool,
+        ) -> Result<(), String> {
+            let chosen_at_start = self.truth.is_some();
+            let a = &mut self.agents[agent];
+            a.generation += 1;
+            a.putting = putting;
+            a.coord = Some(coord);
+            a.chosen_at_start = chosen_at_start;
+            self.pump(agent)
+        }
+
+        fn start_put(&mut self, agent: usize, fast: bool) -> Result<(), String> {
+            let value = self.agents[agent].value;
+            let coord = Coordinator::put(Members::new(ACCEPTORS), value, fast, self.limits());
+            self.trace.push(format!(
+                "agent {agent} puts {value}{}",
+                if fast { " (fast first)" } else { "" }
+            ));
+            self.begin(agent, coord, true)
+        }
+
+        fn start_get(&mut self, agent: usize) -> Result<(), String> {
+            let coord = Coordinator::get(Members::new(ACCEPTORS), self.limits());
+            self.trace.push(format!("agent {agent} gets"));
+            self.begin(agent, coord, false)
+        }
+
+        /// Feeds the agent's coordinator one event, then runs its effects.
+        fn with_coord(
+            &mut self,
+            agent: usize,
+            event: impl FnOnce(&mut Coordinator<V>),
+        ) -> Result<(), String> {
+            match &mut self.agents[agent].coord {
+                Some(coord) => {
+                    event(coord);
+                    self.pump(agent)
+                }
+                None => Ok(()),
+            }
+        }
+
+        /// Executes the coordinator's effects until it waits or is done.
+        fn pump(&mut self, agent: usize) -> Result<(), String> {
+            loop {
+                let Some(coord) = self.agents[agent].coord.as_mut() else {
+                    return Ok(());
+                };
+                match coord.poll() {
+                    Effect::Send { call, request, .. } => self.broadcast(agent, call, request),
+                    Effect::Announce { ballot, value } => {
+                        self.check_chosen(agent, ballot, value)?;
+                        for to in ACCEPTORS {
+                            self.net.push(Msg::Request {
+                                to,
+                                agent,
+                                generation: 0,
+                                call: 0,
+                                request: Request::Decide { ballot, value },
+                            });
+                        }
+                    }
+                    Effect::Count(count) => self.count(agent, count),
+                    Effect::NeedBallot { above } => {
+                        let a = &mut self.agents[agent];
+                        let next = a.clock.next(above);
+                        if let Some(mark) = next.reserve {
+                            a.durable_mark = mark; // durable before the ballot is used
+                        }
+                        self.trace
+                            .push(format!("agent {agent} takes ballot {}", next.ballot));
+                        if let Some(coord) = a.coord.as_mut() {
+                            coord.handle_ballot(next.ballot);
+                        }
+                    }
+                    Effect::NeedPause { .. } => coord.handle_pause(0, 0),
+                    Effect::Wait { .. } => return Ok(()),
+                    Effect::Done(outcome) => {
+                        self.agents[agent].coord = None;
+                        return self.check_outcome(agent, outcome);
+                    }
+                }
+            }
+        }
+
+        fn count(&mut self, agent: usize, count: Count) {
+            match count {
+                Count::FastRound => self.stats.fast_writes += 1,
+                Count::Preempted => self.stats.preempted += 1,
+                Count::Recovery => {
+                    // The recovery's own start is what an Empty answers to.
+                    self.stats.recoveries += 1;
+                    self.agents[agent].chosen_at_start = self.truth.is_some();
+                }
+                Count::FastFallback | Count::Round => {}
+            }
+            self.trace.push(format!("agent {agent} counts {count:?}"));
+        }
+
+        fn broadcast(&mut self, agent: usize, call: u32, request: Request<V>) {
+            let generation = self.agents[agent].generation;
             for to in ACCEPTORS {
                 self.net.push(Msg::Request {
                     to,
                     agent,
-                    tag,
+                    generation,
+                    call,
                     request: request.clone(),
                 });
             }
-        }
-
-        fn start_write(&mut self, agent: usize) {
-            let ballot = self.next_ballot(agent);
-            let a = &mut self.agents[agent];
-            a.tag += 1;
-            let (round, prepare) = Round::start(ballot, Members::new(ACCEPTORS), Some(a.value));
-            a.op = Op::Write(round);
-            self.trace
-                .push(format!("agent {agent} writes {} at {ballot}", a.value));
-            self.broadcast(agent, prepare);
-        }
-
-        /// A write that tries the fast ballot: phase 2 at once, no phase 1.
-        fn start_fast_write(&mut self, agent: usize) {
-            let a = &mut self.agents[agent];
-            a.tag += 1;
-            let (round, accept) = Round::start_fast(Members::new(ACCEPTORS), a.value);
-            a.op = Op::Write(round);
-            self.stats.fast_writes += 1;
-            self.trace.push(format!(
-                "agent {agent} writes {} in the fast ballot",
-                a.value
-            ));
-            self.broadcast(agent, accept);
-        }
-
-        fn start_read(&mut self, agent: usize) {
-            let chosen_at_start = self.truth.is_some();
-            let a = &mut self.agents[agent];
-            a.tag += 1;
-            a.op = Op::Read {
-                read: ReadRound::start(Members::new(ACCEPTORS)),
-                chosen_at_start,
-            };
-            self.trace.push(format!("agent {agent} reads"));
-            self.broadcast(agent, Request::Read);
-        }
-
-        fn start_recovery(&mut self, agent: usize) {
-            let chosen_at_start = self.truth.is_some();
-            let ballot = self.next_ballot(agent);
-            let a = &mut self.agents[agent];
-            a.tag += 1;
-            let (round, prepare) = Round::start(ballot, Members::new(ACCEPTORS), None);
-            a.op = Op::Recover {
-                round,
-                chosen_at_start,
-            };
-            self.stats.recoveries += 1;
-            self.trace
-                .push(format!("agent {agent} recovers at {ballot}"));
-            self.broadcast(agent, prepare);
         }
 
         fn deliver(&mut self, pick: usize, keep: bool) -> Result<(), String> {
@@ -1734,7 +1793,8 @@ mod sim {
                 Msg::Request {
                     to,
                     agent,
-                    tag,
+                    generation,
+                    call,
                     request,
                 } => {
                     let idx = (to - 1) as usize;
@@ -1748,20 +1808,31 @@ mod sim {
                     {
                         self.record_vote(to, *ballot, *value)?;
                     }
-                    self.net.push(Msg::Reply {
-                        agent,
-                        from: to,
-                        tag,
-                        reply,
-                    });
+                    if call != 0 {
+                        self.net.push(Msg::Reply {
+                            agent,
+                            from: to,
+                            generation,
+                            call,
+                            reply,
+                        });
+                    }
                     Ok(())
                 }
                 Msg::Reply {
                     agent,
                     from,
-                    tag,
+                    generation,
+                    call,
                     reply,
-                } => self.on_reply(agent, from, tag, reply),
+                } => {
+                    if generation != self.agents[agent].generation {
+                        return Ok(());
+                    }
+                    self.with_coord(agent, |c| {
+                        c.handle_reply(0, call, from, reply, FIRST_INCARNATION)
+                    })
+                }
             }
         }
 
@@ -1834,154 +1905,41 @@ mod sim {
             Ok(())
         }
 
-        fn check_empty(&mut self, agent: usize, chosen_at_start: bool) -> Result<(), String> {
-            self.stats.empty_reports += 1;
-            if chosen_at_start {
-                return Err(format!(
-                    "GET linearizability broken: agent {agent} found the register empty \
-                     although {:?} was chosen before it asked",
-                    self.truth
-                ));
-            }
-            Ok(())
-        }
-
-        fn on_round(&mut self, agent: usize, progress: Progress<V>) -> Result<(), String> {
-            let (own, chosen_at_start) = match &self.agents[agent].op {
-                Op::Write(_) => (Some(self.agents[agent].value), false),
-                Op::Recover {
-                    chosen_at_start, ..
-                } => (None, *chosen_at_start),
-                _ => unreachable!("on_round is only called for rounds"),
-            };
-            match progress {
-                Progress::Wait => {}
-                Progress::Send(request) => {
-                    match &request {
-                        Request::Accept { .. } => {}
-                        other => return Err(format!("a round sent {other:?} for phase 2")),
-                    }
-                    self.broadcast(agent, request);
-                }
-                Progress::Chosen {
-                    ballot,
-                    value,
-                    proposed,
-                } => {
-                    self.agents[agent].op = Op::Idle;
-                    if proposed {
-                        self.stats.created += 1;
-                        if own != Some(value) {
-                            return Err(format!(
-                                "agent {agent}: proposed = true for {value}, own value {own:?}"
-                            ));
-                        }
-                    }
-                    self.check_chosen(agent, ballot, value)?;
-                }
-                Progress::Empty => {
-                    self.agents[agent].op = Op::Idle;
-                    if own.is_some() {
-                        return Err(format!("agent {agent}: a write round ended Empty"));
-                    }
-                    self.check_empty(agent, chosen_at_start)?;
-                }
-                Progress::Preempted { seen } => {
-                    self.stats.preempted += 1;
-                    let a = &mut self.agents[agent];
-                    let mine = match &a.op {
-                        Op::Write(r) | Op::Recover { round: r, .. } => r.ballot(),
-                        _ => unreachable!(),
-                    };
-                    if seen <= mine {
+        /// The request's answer: a Chosen is the value just announced (and
+        /// checked); an Empty comes only from a GET that began (or began its
+        /// recovery) before anything was chosen.
+        fn check_outcome(&mut self, agent: usize, outcome: Outcome<V>) -> Result<(), String> {
+            self.trace.push(format!("agent {agent} done: {outcome:?}"));
+            match outcome {
+                Outcome::Chosen { value, .. } => {
+                    if self.agents[agent].learned.map(|(_, v)| v) != Some(value) {
                         return Err(format!(
-                            "Preempted{{seen: {seen}}} not above own ballot {mine}"
+                            "inv. 4 broken: agent {agent} answered {value} without announcing it"
                         ));
                     }
-                    a.seen = a.seen.max(seen.round);
-                    a.op = Op::Idle;
-                }
-                Progress::Stalled => self.agents[agent].op = Op::Idle,
-            }
-            Ok(())
-        }
-
-        fn on_read(&mut self, agent: usize, progress: ReadProgress<V>) -> Result<(), String> {
-            let Op::Read {
-                chosen_at_start, ..
-            } = self.agents[agent].op
-            else {
-                unreachable!("on_read is only called for reads")
-            };
-            match progress {
-                ReadProgress::Wait => Ok(()),
-                ReadProgress::Chosen { ballot, value } => {
-                    self.agents[agent].op = Op::Idle;
-                    self.check_chosen(agent, ballot, value)
-                }
-                ReadProgress::Empty => {
-                    self.agents[agent].op = Op::Idle;
-                    self.check_empty(agent, chosen_at_start)
-                }
-                ReadProgress::Recover => {
-                    self.start_recovery(agent);
-                    Ok(())
-                }
-                ReadProgress::Stalled => {
-                    self.agents[agent].op = Op::Idle;
-                    Ok(())
-                }
-            }
-        }
-
-        fn on_reply(
-            &mut self,
-            agent: usize,
-            from: NodeId,
-            tag: u64,
-            reply: Reply<V>,
-        ) -> Result<(), String> {
-            // Replies to old rounds reach the current round on purpose: a
-            // round must ignore stale replies by itself. Reads carry no
-            // ballot, so the driver matches them by tag.
-            let current = self.agents[agent].tag;
-            match &mut self.agents[agent].op {
-                Op::Idle => Ok(()),
-                Op::Write(round) | Op::Recover { round, .. } => {
-                    let p = round.on_reply(from, reply);
-                    self.on_round(agent, p)
-                }
-                Op::Read { read, .. } => {
-                    if tag != current {
-                        return Ok(());
+                    if self.agents[agent].putting && value == self.agents[agent].value {
+                        self.stats.created += 1;
                     }
-                    let p = read.on_reply(from, reply);
-                    self.on_read(agent, p)
+                    Ok(())
                 }
-            }
-        }
-
-        fn unreachable(&mut self, agent: usize, member: NodeId) -> Result<(), String> {
-            match &mut self.agents[agent].op {
-                Op::Idle => Ok(()),
-                Op::Write(round) | Op::Recover { round, .. } => {
-                    let p = round.on_unreachable(member);
-                    self.on_round(agent, p)
+                Outcome::Empty { .. } => {
+                    self.stats.empty_reports += 1;
+                    if self.agents[agent].putting {
+                        return Err(format!("agent {agent}: a PUT ended Empty (inv. 4 broken)"));
+                    }
+                    if self.agents[agent].chosen_at_start {
+                        return Err(format!(
+                            "GET linearizability broken: agent {agent} found the register \
+                             empty although {:?} was chosen before it asked",
+                            self.truth
+                        ));
+                    }
+                    Ok(())
                 }
-                Op::Read { read, .. } => {
-                    let p = read.on_unreachable(member);
-                    self.on_read(agent, p)
+                Outcome::Unavailable => {
+                    self.stats.unavailable += 1;
+                    Ok(())
                 }
-            }
-        }
-
-        fn give_up(&mut self, agent: usize) -> Result<(), String> {
-            match &mut self.agents[agent].op {
-                Op::Read { read, .. } => {
-                    let p = read.give_up();
-                    self.on_read(agent, p)
-                }
-                _ => Ok(()),
             }
         }
     }
@@ -1991,8 +1949,9 @@ mod sim {
         agents: usize,
         schedule: &[(u8, u16)],
         acceptor: AcceptorFn,
+        fault: Fault,
     ) -> Result<Stats, String> {
-        let mut world = World::new(agents, acceptor);
+        let mut world = World::new(agents, acceptor, fault);
         let result = schedule
             .iter()
             .try_for_each(|&(op, pick)| world.act(op, pick))
@@ -2032,25 +1991,29 @@ fn forgetful_acceptor(state: &AcceptorState<sim::V>, request: Request<sim::V>) -
     }
 }
 
-/// Guarantee 1 (agreement) and PMS's safety claim, on the real core: random
-/// interleavings of 2-3 proposers with distinct values against 3 acceptors,
-/// with message loss, duplication and reordering, proposer restarts, reads
-/// and recovery rounds. Every Chosen that any round or read reports is a
+/// Guarantee 1 (agreement) and PMS's safety claim, on the real core and the
+/// production request coordinator: random interleavings of 2-3 agents
+/// running `Coordinator` PUTs (fast first or classic) and GETs with distinct
+/// values against 3 acceptors, with message loss, duplication and
+/// reordering, expired straggler waits, closed calls, unreachable members,
+/// agent restarts, reads and recovery rounds, each request bounded to
+/// `MAX_ROUNDS` classic rounds. Every Chosen that any request announces is a
 /// value a majority accepted in that ballot (inv. 4), all are the same value,
-/// a register found empty was not chosen before the read began, and no two
-/// values are ever accepted by a majority.
+/// a register found empty was not chosen before the read (or its recovery)
+/// began, and no two values are ever accepted by a majority.
 ///
 /// Replay: proptest prints the minimal failing schedule and records its seed
 /// in `tests/core_rules.proptest-regressions` (replayed first on every run);
-/// `PROPTEST_RNG_SEED=<n>` fixes the seed of a whole run, `PROPTEST_CASES`
-/// raises the number of schedules.
+/// `PAXOS_KV_SEED=<n>` fixes the seed of a whole run (the printed replay
+/// command sets it), `PROPTEST_CASES` raises the number of schedules.
 #[test]
 fn agreement_under_random_interleavings() {
     let cfg = seeded_config("agreement_under_random_interleavings", 3000);
-    let totals: [AtomicU64; 8] = Default::default();
+    let totals: [AtomicU64; 9] = Default::default();
     let mut runner = TestRunner::new(cfg);
     let result = runner.run(&schedules(), |(agents, schedule)| {
-        let stats = sim::run(agents, &schedule, acceptor::handle).map_err(TestCaseError::fail)?;
+        let stats = sim::run(agents, &schedule, acceptor::handle, Fault::None)
+            .map_err(TestCaseError::fail)?;
         for (total, n) in totals.iter().zip([
             1,
             stats.chosen_reports,
@@ -2060,18 +2023,20 @@ fn agreement_under_random_interleavings() {
             stats.recoveries,
             stats.fast_writes,
             stats.fast_chosen,
+            stats.unavailable,
         ]) {
             total.fetch_add(n, Ordering::Relaxed);
         }
         Ok(())
     });
     fail_on(result);
-    let [runs, chosen, created, empty, preempted, recoveries, fast, fast_chosen] =
+    let [runs, chosen, created, empty, preempted, recoveries, fast, fast_chosen, unavailable] =
         totals.map(|t| t.load(Ordering::Relaxed));
     eprintln!(
         "agreement: {runs} schedules, {chosen} Chosen reports ({created} by proposing), \
          {empty} Empty, {preempted} Preempted, {recoveries} recovery rounds, \
-         {fast} fast-ballot writes ({fast_chosen} Chosen reports in the fast ballot)"
+         {fast} fast-ballot writes ({fast_chosen} Chosen reports in the fast ballot), \
+         {unavailable} Unavailable (out of rounds)"
     );
     assert!(
         fast > 0 && fast_chosen > 0,
@@ -2090,20 +2055,33 @@ fn agreement_under_random_interleavings() {
 /// violation within a fixed, deterministic set of schedules.
 #[test]
 fn agreement_check_catches_a_forgetful_acceptor() {
-    assert_agreement_check_catches(forgetful_acceptor, "a forgetful acceptor");
+    assert_agreement_check_catches(forgetful_acceptor, Fault::None, "a forgetful acceptor");
+}
+
+/// The agreement check drives the production coordinator: with its
+/// `Fault::FastMajority` (a fast attempt whose straggler wait ends with a
+/// majority of fast accepts declares its value chosen), the same simulation
+/// finds a violation.
+#[test]
+fn agreement_check_catches_a_fast_majority_coordinator() {
+    assert_agreement_check_catches(
+        acceptor::handle,
+        Fault::FastMajority,
+        "a coordinator that takes a majority of fast accepts for chosen",
+    );
 }
 
 /// Runs the agreement simulation over a fixed, deterministic set of
-/// schedules with `acceptor` in place of the real one, and asserts that it
-/// reports a broken guarantee.
-fn assert_agreement_check_catches(acceptor: sim::AcceptorFn, what: &str) {
+/// schedules with `acceptor` in place of the real one and the coordinator
+/// built with `fault`, and asserts that it reports a broken guarantee.
+fn assert_agreement_check_catches(acceptor: sim::AcceptorFn, fault: Fault, what: &str) {
     let mut cfg = Config::with_cases(2000);
     cfg.failure_persistence = None;
     cfg.max_shrink_iters = 0;
     let mut runner =
         TestRunner::new_with_rng(cfg, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let result = runner.run(&schedules(), |(agents, schedule)| {
-        sim::run(agents, &schedule, acceptor).map_err(TestCaseError::fail)?;
+        sim::run(agents, &schedule, acceptor, fault).map_err(TestCaseError::fail)?;
         Ok(())
     });
     match result {
@@ -2138,7 +2116,7 @@ fn fast_revoting_acceptor(state: &AcceptorState<sim::V>, request: Request<sim::V
 /// that casts a second fast vote for another value, two values get chosen.
 #[test]
 fn agreement_check_catches_a_second_fast_vote() {
-    assert_agreement_check_catches(fast_revoting_acceptor, "a second fast vote");
+    assert_agreement_check_catches(fast_revoting_acceptor, Fault::None, "a second fast vote");
 }
 
 /// The fast round (`Round::start_fast`), one row each: chosen only with
