@@ -185,7 +185,7 @@ const SERVERS: usize = 3;
 /// PUT that filled the empty register, `AlreadyChosen` (200) when it already
 /// held the same value, `Conflict` (409) when it held another, and a GET sees
 /// the value or "not found" (404). The same rules as the shared checker
-/// `tests/common/register_history.rs`.
+/// `tests/support/history.rs`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Register(Option<Value>);
 
