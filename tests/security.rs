@@ -22,6 +22,7 @@ mod support;
 
 use support::net::{poll, PATIENCE};
 use support::procs;
+use support::sse::EventReader;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -840,33 +841,6 @@ async fn a_peer_with_a_certificate_of_another_ca_is_refused() {
     assert!(errors > 0, "node 3 saw no failed peer call:\n{text}");
 }
 
-/// Reads SSE messages of `stream` into `seen` until `done` holds; panics
-/// after [`PATIENCE`].
-async fn read_events_until(
-    stream: &mut reqwest::Response,
-    seen: &mut Vec<serde_json::Value>,
-    what: &str,
-    done: impl Fn(&[serde_json::Value]) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut pending: Vec<u8> = Vec::new();
-    while !done(seen) {
-        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("{what}: not seen in {PATIENCE:?}; got {seen:#?}"))
-            .expect("the stream broke")
-            .unwrap_or_else(|| panic!("{what}: the stream ended; got {seen:#?}"));
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
-            let message: Vec<u8> = pending.drain(..end + 2).collect();
-            let text = String::from_utf8(message).expect("UTF-8");
-            if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
-                seen.push(serde_json::from_str(data).expect("JSON"));
-            }
-        }
-    }
-}
-
 /// Issue 12 over TLS: the console of node 2 relays nodes 1 and 3 over
 /// mutual TLS (its peer client trusts the cluster CA and presents node 2's
 /// certificate; a plain client would trust neither), and its acceptor view
@@ -888,20 +862,21 @@ async fn a_tls_nodes_console_relays_its_peers_over_mutual_tls() {
         )
         .build()
         .unwrap();
-    let mut stream = streaming
-        .get(format!("{u2}/v1/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut seen = Vec::new();
-    read_events_until(&mut stream, &mut seen, "relays of 1 and 3 up", |seen| {
-        [1, 3].iter().all(|n| {
-            seen.iter()
-                .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
+    let mut stream = EventReader::new(
+        streaming
+            .get(format!("{u2}/v1/events"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    stream
+        .until("relays of 1 and 3 up", |seen| {
+            [1, 3].iter().all(|n| {
+                seen.iter()
+                    .any(|m| m["kind"] == "relay" && m["node"] == *n && m["up"] == true)
+            })
         })
-    })
-    .await;
+        .await;
 
     // A 503 is "outcome unknown, retry the same value" (docs/api.md).
     poll("PUT tls/watched through node 1", || async {
@@ -917,11 +892,8 @@ async fn a_tls_nodes_console_relays_its_peers_over_mutual_tls() {
         }
     })
     .await;
-    read_events_until(
-        &mut stream,
-        &mut seen,
-        "the votes of nodes 1 and 3, relayed",
-        |seen| {
+    stream
+        .until("the votes of nodes 1 and 3, relayed", |seen| {
             [1, 3].iter().all(|n| {
                 seen.iter().any(|m| {
                     m["key"] == "tls/watched"
@@ -930,9 +902,8 @@ async fn a_tls_nodes_console_relays_its_peers_over_mutual_tls() {
                         && m["kind"] == "accepted"
                 })
             })
-        },
-    )
-    .await;
+        })
+        .await;
     drop(stream);
 
     let state: serde_json::Value = client

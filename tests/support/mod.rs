@@ -11,6 +11,7 @@
 //!   deadline;
 //! - [`history`]: the write-once-register linearizability checker of
 //!   recorded histories;
+//! - [`sse`]: a reader of the event stream (`/v1/events`);
 //! - [`tmpfs`]: a small disk to fill under a node.
 
 #![allow(dead_code)]
@@ -20,4 +21,5 @@ pub mod inproc;
 pub mod net;
 pub mod procs;
 pub mod seed;
+pub mod sse;
 pub mod tmpfs;
