@@ -17,7 +17,7 @@ use axum::Json;
 use super::{read_body, ApiError, AppState};
 use crate::key::validate_key;
 use crate::list::local_page;
-use crate::node::NodeError;
+use crate::node::{Node, NodeError};
 use crate::paxos::{Members, NodeId};
 use crate::storage::Storage;
 use crate::tls::PeerCertificate;
@@ -99,12 +99,13 @@ pub(super) async fn peer<S: Storage, T: Transport>(
         }
         "fence" => {
             let fence: FenceRequest = control_body(&state, body).await?;
-            check_version(fence.version)?;
-            check_sender(state.node.members(), fence.from)?;
-            state
-                .node
-                .admit_peer(fence.from, &fence.cluster, fence.epoch)
-                .map_err(ApiError::OtherCluster)?;
+            admit(
+                &state.node,
+                fence.version,
+                fence.from,
+                &fence.cluster,
+                fence.epoch,
+            )?;
             let message = Control::Fence {
                 incarnation: fence.incarnation,
             };
@@ -120,12 +121,13 @@ pub(super) async fn peer<S: Storage, T: Transport>(
         }
         "scan" => {
             let scan: ScanRequest = control_body(&state, body).await?;
-            check_version(scan.version)?;
-            check_sender(state.node.members(), scan.from)?;
-            state
-                .node
-                .admit_peer(scan.from, &scan.cluster, scan.epoch)
-                .map_err(ApiError::OtherCluster)?;
+            admit(
+                &state.node,
+                scan.version,
+                scan.from,
+                &scan.cluster,
+                scan.epoch,
+            )?;
             let message = Control::Scan {
                 after: scan.after,
                 limit: scan.limit,
@@ -193,10 +195,7 @@ async fn peer_batch<S: Storage, T: Transport>(
     let batch: PeerBatch =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
     let node = &state.node;
-    check_version(batch.version)?;
-    check_sender(node.members(), batch.from)?;
-    node.admit_peer(batch.from, &batch.cluster, batch.epoch)
-        .map_err(ApiError::OtherCluster)?;
+    admit(node, batch.version, batch.from, &batch.cluster, batch.epoch)?;
     if batch.messages.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::BadPeerMessage(format!(
             "a batch of {} messages is over the limit of {MAX_BATCH_MESSAGES}",
@@ -250,6 +249,22 @@ async fn peer_list<S: Storage, T: Transport>(
         .await
         .map_err(NodeError::from)?;
     Ok(Json(page).into_response())
+}
+
+/// The envelope every peer message after `hello` carries: a protocol this
+/// node speaks, a sender that is a member, and this cluster and epoch
+/// (docs/design.md invariant 10); checked in that order.
+fn admit<S: Storage, T: Transport>(
+    node: &Node<S, T>,
+    version: u32,
+    from: NodeId,
+    cluster: &str,
+    epoch: u64,
+) -> Result<(), ApiError> {
+    check_version(version)?;
+    check_sender(node.members(), from)?;
+    node.admit_peer(from, cluster, epoch)
+        .map_err(ApiError::OtherCluster)
 }
 
 fn check_sender(members: &Members, from: NodeId) -> Result<(), ApiError> {
