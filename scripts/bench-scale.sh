@@ -14,11 +14,7 @@ cd "$(dirname "$0")/.."
 KEYS=${1:-1000000}
 DURATION=${2:-10s}
 CONC=${3:-32}
-BIN=${PAXOS_KV_BIN:-target/release/paxos-kv}
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
-command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 2; }
 
-WORK=$(mktemp -d)
 source scripts/lib/bench-clusters.sh
 
 ROWS=()

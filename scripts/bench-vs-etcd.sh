@@ -16,11 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 CONC=${2:-32}
-BIN=${PAXOS_KV_BIN:-target/release/paxos-kv}
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
-command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 2; }
 
-WORK=$(mktemp -d)
 source scripts/lib/bench-clusters.sh
 start_paxos_kv
 start_etcd

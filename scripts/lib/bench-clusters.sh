@@ -2,7 +2,13 @@
 # etcd cluster (Debian's etcd-server) on loopback, each with its own data
 # directories under $WORK, and stops them on exit. Both keep their default
 # durability (an fsync before every acknowledged write).
-# Needs: BIN (the paxos-kv binary), WORK (a scratch directory).
+# Sets BIN (PAXOS_KV_BIN, else the release build) and WORK (a scratch
+# directory, removed on exit); stops the script when either tool is missing.
+
+BIN=${PAXOS_KV_BIN:-target/release/paxos-kv}
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 2; }
+WORK=$(mktemp -d)
 
 PIDS=()
 PKV_PIDS=()
