@@ -209,33 +209,28 @@ impl NodeProc {
     /// Starts the process and waits until it answers `/health`, whether or
     /// not it serves (retrying when its port was taken meanwhile).
     pub async fn start_up(&mut self) -> Result<(), String> {
-        let until = Instant::now() + READY_DEADLINE;
-        loop {
-            self.spawn();
-            match self
-                .wait_up(until.saturating_duration_since(Instant::now()))
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) if self.child.is_none() && Instant::now() < until => {
-                    eprintln!("retrying start: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.start_and_wait(false).await
     }
 
     /// Starts the node and waits until it serves, retrying when the process
     /// exits at once (its port briefly taken by someone else).
     pub async fn start(&mut self) -> Result<(), String> {
+        self.start_and_wait(true).await
+    }
+
+    /// Spawns the process and waits for `/ready` (`serving`) or `/health`,
+    /// spawning again while it exits at once, until [`READY_DEADLINE`].
+    async fn start_and_wait(&mut self, serving: bool) -> Result<(), String> {
         let until = Instant::now() + READY_DEADLINE;
         loop {
             self.spawn();
-            match self
-                .wait_ready(until.saturating_duration_since(Instant::now()))
-                .await
-            {
+            let left = until.saturating_duration_since(Instant::now());
+            let waited = if serving {
+                self.wait_ready(left).await
+            } else {
+                self.wait_up(left).await
+            };
+            match waited {
                 Ok(()) => return Ok(()),
                 Err(e) if self.child.is_none() && Instant::now() < until => {
                     eprintln!("retrying start: {e}");
