@@ -1165,7 +1165,7 @@ impl Config {
                 if promises.len() >= need {
                     st.acceptor = AcceptorState {
                         promised: *ballot,
-                        accepted: rebuilt_vote(promises.values()),
+                        accepted: rebuilt_vote(promises, &members()),
                         decided: false,
                     };
                     self.serve(st, o);

@@ -7,6 +7,7 @@
 
 use super::ballot::Ballot;
 use super::messages::{Accepted, Reply, Request};
+use super::quorum::Members;
 
 /// Everything an acceptor must remember about one register.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +71,27 @@ impl<V> Persist<V> {
     pub fn reply_once_durable(self) -> (AcceptorState<V>, Reply<V>) {
         (self.state, self.reply)
     }
+}
+
+/// [`handle`] in a membership epoch: while the fast ballot is closed (a
+/// transitional epoch, [`Members::fast_allowed`]), an accept in it is
+/// refused like one for another fast value, so no fast vote is cast that the
+/// sweep of the change would not see.
+pub fn handle_in<V: Clone + PartialEq>(
+    state: &AcceptorState<V>,
+    request: Request<V>,
+    members: &Members,
+) -> Step<V> {
+    if !members.fast_allowed()
+        && state.decided_value().is_none()
+        && matches!(request, Request::Accept { ballot, .. } if ballot == Ballot::FAST)
+    {
+        return Step::Reply(Reply::Rejected {
+            ballot: Ballot::FAST,
+            promised: state.promised,
+        });
+    }
+    handle(state, request)
 }
 
 /// Applies one request to an acceptor's state (Paxos Made Simple, section 2.2,
