@@ -246,7 +246,20 @@ impl<S: Storage, T: Transport> Node<S, T> {
         let (identity, health) = match storage.load_meta(META_NAME)? {
             Some(bytes) => {
                 let mut identity = Identity::decode(&bytes, id)?;
-                if &identity.members != urls {
+                let same_ids = identity.members.keys().eq(urls.keys());
+                if identity.epoch == crate::identity::FIRST_EPOCH
+                    && same_ids
+                    && &identity.members != urls
+                {
+                    // The members never changed: --peers still says where
+                    // they are (a dev cluster moved to other ports, say).
+                    tracing::info!(
+                        stored = ?identity.members,
+                        flags = ?urls,
+                        "the members' addresses in --peers differ from the stored ones; using --peers"
+                    );
+                    identity.members = urls.clone();
+                } else if &identity.members != urls {
                     tracing::warn!(
                         stored = ?identity.members,
                         flags = ?urls,
@@ -625,7 +638,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> Result<Answer, AcceptorError> {
         inc(&self.metrics.acceptor_requests);
         let _guard = self.key_lock(key).lock().await;
-        let (incarnation, members) = {
+        let (incarnation, fast_open) = {
             let identity = self.identity.read().expect("poisoned");
             if matches!(request, Request::Accept { .. }) && !fence.is_empty() {
                 // Its own incarnation counts too: a rebuilt node must refuse
@@ -646,13 +659,14 @@ impl<S: Storage, T: Transport> Node<S, T> {
                     mine: identity.epoch,
                 });
             }
-            (identity.incarnation, self.members())
+            let fast_open = self.members.read().expect("poisoned").fast_allowed();
+            (identity.incarnation, fast_open)
         };
         let state = self
             .storage
             .load(key)
             .inspect_err(|_| self.storage_failed())?;
-        let reply = match acceptor::handle_in(&state, request, &members) {
+        let reply = match acceptor::handle_in(&state, request, fast_open) {
             Step::Reply(reply) => reply,
             Step::Persist(persist) => {
                 self.storage

@@ -7,7 +7,6 @@
 
 use super::ballot::Ballot;
 use super::messages::{Accepted, Reply, Request};
-use super::quorum::Members;
 
 /// Everything an acceptor must remember about one register.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,15 +73,16 @@ impl<V> Persist<V> {
 }
 
 /// [`handle`] in a membership epoch: while the fast ballot is closed (a
-/// transitional epoch, [`Members::fast_allowed`]), an accept in it is
-/// refused like one for another fast value, so no fast vote is cast that the
-/// sweep of the change would not see.
+/// transitional epoch: `fast_open` is
+/// [`Members::fast_allowed`](super::quorum::Members::fast_allowed)), an accept
+/// in it is refused like one for another fast value, so no fast vote is
+/// cast that the sweep of the change would not see.
 pub fn handle_in<V: Clone + PartialEq>(
     state: &AcceptorState<V>,
     request: Request<V>,
-    members: &Members,
+    fast_open: bool,
 ) -> Step<V> {
-    if !members.fast_allowed()
+    if !fast_open
         && state.decided_value().is_none()
         && matches!(request, Request::Accept { ballot, .. } if ballot == Ballot::FAST)
     {
