@@ -149,6 +149,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
         // Finish it here while the client waits; a change that cannot finish
         // in time is finished in the background (`reconcile`).
         let started = Instant::now();
+        if !next.contains(self.id) {
+            return self.await_removal(&next, started).await;
+        }
         loop {
             match self.finish_change().await {
                 Err(ReconfigureError::Unfinished(why)) if started.elapsed() < CHANGE_WAIT => {
@@ -157,6 +160,32 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// This node removed itself: it no longer runs the change, the
+    /// remaining members of `next` finish it (`reconcile`). Waits until one
+    /// of them holds the stable epoch after `next`, and returns it.
+    async fn await_removal(
+        self: &Arc<Self>,
+        next: &MemberConfig,
+        started: Instant,
+    ) -> Result<MemberConfig, ReconfigureError> {
+        loop {
+            let stable = peer_configs(self, next.members.keys().copied())
+                .await
+                .into_iter()
+                .filter(|c| c.epoch > next.epoch && c.is_stable())
+                .max_by_key(|c| c.epoch);
+            if let Some(stable) = stable {
+                return Ok(stable);
+            }
+            if started.elapsed() >= CHANGE_WAIT {
+                return Err(ReconfigureError::Unfinished(
+                    "this node removed itself; the remaining members finish the change".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
