@@ -246,7 +246,10 @@ async fn members_cli_and_http_answer_every_status_of_the_contract() {
     let (code, out, err) = procs::members_cli(&u1, false, &["remove", "3"]).await;
     assert_eq!(code, 2, "a 401 is neither success nor refusal: {out} {err}");
     assert!(err.contains("401"), "{err}");
-    assert_eq!(same_stable(&http, std::slice::from_ref(&u1), &[1, 2, 3]).await, Ok(1));
+    assert_eq!(
+        same_stable(&http, std::slice::from_ref(&u1), &[1, 2, 3]).await,
+        Ok(1)
+    );
 
     // add: 201 once the change finished (two epochs), then start the node.
     let id4 = cluster.add_joining(&u2);
