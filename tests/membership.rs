@@ -1003,3 +1003,64 @@ async fn the_coordinator_of_a_change_is_killed_mid_change() {
     report.assert_clean(title, seed, &cluster);
     assert_eq!(report.epochs, [1, 3]);
 }
+
+/// Replace every member, one by one, under load, each the way a dead
+/// machine is replaced: SIGKILL the old node, add the new one (the change
+/// cannot finish without it: 3 of the 4 members), start it with `--join`
+/// (it joins while the change is in progress, with an empty state), remove
+/// the old one. At the end no original node is a member, so every value
+/// written before (the preloaded keys, the early clients' writes) is
+/// readable only because each change's sweep copied it to a majority of
+/// the new members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replace_every_member_one_by_one_under_load() {
+    let title = "replace_every_member_one_by_one_under_load";
+    let _one = procs::ONE_CLUSTER_AT_A_TIME.lock().await;
+    let seed = support::seed::seed(FILE, title);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut cluster = Cluster::start(3).await;
+    let http = change_client();
+    let mut ids = vec![1, 2, 3];
+    let mut epochs = vec![await_members(&http, &cluster.urls(), &ids).await];
+    const PRELOAD: usize = 200;
+    let pre = preload(&cluster.urls(), "pre/", PRELOAD).await;
+    let load = Load::start(seed, cluster.urls(), 4);
+    load.run_for(OPS_BETWEEN / 2).await;
+    for old in 1..=3 {
+        cluster.node(old).kill();
+        let live: Vec<u32> = ids.iter().copied().filter(|i| *i != old).collect();
+        load.set_targets(urls_of(&cluster, &live));
+        load.run_for(OPS_BETWEEN / 4).await;
+        let via = cluster.url(pick(&mut rng, &live));
+        let id = cluster.add_joining(&via);
+        let url = cluster.url(id);
+        let adding = {
+            let (http, via, url) = (http.clone(), via.clone(), url.clone());
+            tokio::spawn(async move { expect_change(&http, &via, id, Some(&url)).await })
+        };
+        cluster
+            .node(id)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        adding.await.expect("the add");
+        ids.push(id);
+        let live: Vec<u32> = ids.iter().copied().filter(|i| *i != old).collect();
+        epochs.push(await_members(&http, &urls_of(&cluster, &live), &ids).await);
+        load.set_targets(urls_of(&cluster, &live));
+        load.run_for(OPS_BETWEEN / 4).await;
+        let via = cluster.url(pick(&mut rng, &live));
+        expect_change(&http, &via, old, None).await;
+        ids = live;
+        epochs.push(await_members(&http, &urls_of(&cluster, &ids), &ids).await);
+        load.run_for(OPS_BETWEEN / 4).await;
+    }
+    assert_eq!(ids, [4, 5, 6]);
+    let (mut recs, odd) = load.stop().await;
+    recs.extend(pre);
+    let mut report = final_check(recs, odd, &urls_of(&cluster, &ids), PRELOAD, started).await;
+    report.epochs = epochs;
+    report.assert_clean(title, seed, &cluster);
+    assert_eq!(report.epochs, [1, 3, 5, 7, 9, 11, 13]);
+}
