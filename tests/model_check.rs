@@ -3159,7 +3159,11 @@ mod membership_change {
                 )),
                 _ => None,
             };
-            let step = acceptor::handle_in(&st.acceptor, request, &members(self.mutation, epoch));
+            let step = acceptor::handle_in(
+                &st.acceptor,
+                request,
+                members(self.mutation, epoch).fast_allowed(),
+            );
             let reply = match step {
                 Step::Reply(reply) => reply,
                 Step::Persist(p) => {
@@ -3816,7 +3820,11 @@ mod membership_change {
         };
         refused_forever
             && matches!(
-                acceptor::handle_in(durable, request.clone(), &members(cfg.mutation, epoch)),
+                acceptor::handle_in(
+                    durable,
+                    request.clone(),
+                    members(cfg.mutation, epoch).fast_allowed()
+                ),
                 Step::Reply(_)
             )
     }
