@@ -33,6 +33,7 @@ use crate::transport::wire::Base64;
 use crate::transport::Transport;
 use crate::waiters::get_or_wait;
 
+mod members;
 mod observe;
 mod peer;
 
@@ -123,6 +124,9 @@ pub enum ApiError {
     /// 503 (or 500) on a peer route: the acceptor gave no answer.
     #[error(transparent)]
     Acceptor(#[from] AcceptorError),
+    /// A membership change refused or unfinished (`src/api/members.rs`).
+    #[error(transparent)]
+    Members(#[from] crate::reconfigure::ReconfigureError),
     /// 503 on `/ready`: the node does not serve clients.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -152,7 +156,9 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::Node(NodeError::Unavailable | NodeError::NotServing(_))
+            ApiError::Node(
+                NodeError::Unavailable | NodeError::NotServing(_) | NodeError::EpochChanged,
+            )
             | ApiError::Overloaded
             | ApiError::NotReady(_)
             | ApiError::Acceptor(
@@ -160,12 +166,15 @@ impl ApiError {
             ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Node(NodeError::Storage(_))
             | ApiError::Acceptor(AcceptorError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::OtherCluster(_) => StatusCode::CONFLICT,
+            ApiError::OtherCluster(_) | ApiError::Acceptor(AcceptorError::OtherEpoch { .. }) => {
+                StatusCode::CONFLICT
+            }
             ApiError::TooManyViewers => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DevOnly | ApiError::NoSuchNode(_) => StatusCode::NOT_FOUND,
             ApiError::DevControl(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Members(e) => members::change_status(e),
         }
     }
 }
@@ -204,7 +213,9 @@ impl IntoResponse for ApiError {
 /// The status a node failure maps to (the one place, with [`ApiError`]).
 pub fn node_status(error: &NodeError) -> StatusCode {
     match error {
-        NodeError::Unavailable | NodeError::NotServing(_) => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Unavailable | NodeError::NotServing(_) | NodeError::EpochChanged => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         NodeError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -246,6 +257,16 @@ pub fn router<S: Storage, T: Transport>(state: Arc<AppState<S, T>>) -> Router {
         .route(
             "/v1/paxos/{op}",
             post(peer::peer::<S, T>).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/members",
+            get(members::list::<S, T>)
+                .post(members::add::<S, T>)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/members/{id}",
+            axum::routing::delete(members::remove::<S, T>).fallback(method_not_allowed),
         )
         .route("/health", get(observe::health).fallback(method_not_allowed))
         .route(

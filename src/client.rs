@@ -311,3 +311,94 @@ mod tests {
         }
     }
 }
+
+/// What `paxos-kv members` does.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum MembersCommand {
+    /// Print the epoch and each member: id, URL, state.
+    List,
+    /// Add node ID, reachable at URL; then start it with `serve --join`.
+    Add {
+        /// The new node's id (never used before in this cluster).
+        id: u32,
+        /// Its base URL, as the other members reach it.
+        url: String,
+    },
+    /// Remove node ID; its process can then be stopped.
+    Remove {
+        /// The node to remove.
+        id: u32,
+    },
+}
+
+/// `paxos-kv members`: lists or changes the members (docs/api.md, "Cluster
+/// identity and membership") through the node at `base`, with the cluster
+/// token. Exit 0 on success, 1 when the change is refused (404/409), 2
+/// otherwise.
+pub async fn members(
+    base: &str,
+    command: &MembersCommand,
+    cluster_token: Option<&str>,
+    ca: Option<PathBuf>,
+) -> u8 {
+    let access = ClientAccess {
+        ca,
+        token: cluster_token.map(str::to_owned),
+    };
+    let result = async {
+        // A change sweeps every key before it answers: allow it time.
+        let client = access
+            .builder()?
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let root = base.trim_end_matches('/');
+        let request = match command {
+            MembersCommand::List => client.get(format!("{root}/v1/members")),
+            MembersCommand::Add { id, url } => client
+                .post(format!("{root}/v1/members"))
+                .json(&serde_json::json!({ "id": id, "url": url })),
+            MembersCommand::Remove { id } => client.delete(format!("{root}/v1/members/{id}")),
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    }
+    .await;
+    match result {
+        Err(e) => fail(e),
+        Ok((200 | 201, body)) => {
+            let Ok(view) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                return fail("the node's answer is not JSON");
+            };
+            let mut out = format!(
+                "epoch {}{}\n",
+                view["epoch"],
+                if view["changing"].as_bool() == Some(true) {
+                    " (a change is in progress)"
+                } else {
+                    ""
+                }
+            );
+            for member in view["members"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{}\t{}\t{}\n",
+                    member["id"],
+                    member["url"].as_str().unwrap_or_default(),
+                    member["state"].as_str().unwrap_or_default()
+                ));
+            }
+            print!("{out}");
+            OK
+        }
+        Ok((status @ (404 | 409), body)) => {
+            eprintln!("paxos-kv: refused (HTTP {status}): {}", reason(&body));
+            REFUSED
+        }
+        Ok((status, body)) => fail(format!("HTTP {status}: {}", reason(&body))),
+    }
+}

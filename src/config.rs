@@ -18,7 +18,8 @@ pub use timing::{Limits, Timing, TimingArgs};
 /// The flags of `paxos-kv serve` (docs/api.md, "Command line").
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// This node's id; must appear in --peers.
+    /// This node's id; must appear in --peers (or be added with
+    /// `paxos-kv members add` before a node started with --join).
     #[arg(long, env = "PAXOS_KV_ID")]
     pub id: u32,
     /// Address to listen on for clients and peers, e.g. 0.0.0.0:7001.
@@ -28,8 +29,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PAXOS_KV_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Every member, this node included, as ID=URL,ID=URL,... (the same on every node).
-    #[arg(long, env = "PAXOS_KV_PEERS")]
-    pub peers: String,
+    /// The initial membership: once the cluster stores its own, that one wins.
+    #[arg(long, env = "PAXOS_KV_PEERS", required_unless_present = "join")]
+    pub peers: Option<String>,
+    /// A node added to a running cluster (`paxos-kv members add ID URL`):
+    /// the URL of any member to learn the cluster and its members from.
+    #[arg(long, env = "PAXOS_KV_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
     /// Shared secret that peer routes require (Authorization: Bearer T).
     #[arg(long, env = "PAXOS_KV_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
@@ -73,8 +79,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The sled directory.
     pub data_dir: PathBuf,
-    /// Every member's base URL (ending in `/`), this node included.
+    /// Every member's base URL (ending in `/`), this node included: from
+    /// `--peers`, or learnt from `--join` (`src/join.rs`).
     pub peers: BTreeMap<NodeId, reqwest::Url>,
+    /// `--join`: a member to learn the cluster from.
+    pub join: Option<reqwest::Url>,
     /// The cluster token, if any.
     pub token: Option<String>,
     /// Largest value a PUT may store.
@@ -156,8 +165,21 @@ impl ServeArgs {
     /// Validates every flag and their combinations; the error is one line
     /// for the user.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let peers = parse_peers(&self.peers)?;
-        if !peers.contains_key(&self.id) {
+        let join = self
+            .join
+            .as_deref()
+            .map(|url| {
+                reqwest::Url::parse(url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| ConfigError::Join(url.to_owned()))
+            })
+            .transpose()?;
+        let peers = match &self.peers {
+            Some(peers) => parse_peers(peers)?,
+            None => BTreeMap::new(),
+        };
+        if join.is_none() && !peers.contains_key(&self.id) {
             let ids: Vec<String> = peers.keys().map(|id| id.to_string()).collect();
             return Err(ConfigError::NotAMember {
                 id: self.id,
@@ -205,6 +227,7 @@ impl ServeArgs {
             listen,
             data_dir: self.data_dir,
             peers,
+            join,
             token: self.cluster_token,
             max_value_bytes: self.max_value_bytes,
             timing,

@@ -69,7 +69,8 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             id: n,
             listen: format!("127.0.0.1:{}", port(n)?),
             data_dir: args.data_dir.join(format!("node{n}")),
-            peers: peers.clone(),
+            peers: Some(peers.clone()),
+            join: None,
             cluster_token: Some(token.clone()),
             max_value_bytes: 1024 * 1024,
             timing: Default::default(),
@@ -108,6 +109,11 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     println!("try:");
     println!("  curl -i -X PUT --data-binary 'hello' http://{first}/v1/kv/greeting");
     println!("  curl -i http://{last}/v1/kv/greeting");
+    println!(
+        "change the members (README \"Changing the members\"), with this run's cluster token:"
+    );
+    println!("  export PAXOS_KV_CLUSTER_TOKEN={token}");
+    println!("  paxos-kv members --url http://{first} list");
     println!("Ctrl-C stops the cluster; the data stays for the next run.");
     termination().await;
     control.stop_all().await.map_err(DevError::Cluster)

@@ -8,10 +8,11 @@
 //! data is what tells a node it may be new, or may have lost its disk: it
 //! then asks its peers before it votes in anything (see `src/rejoin.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::membership::MemberConfig;
 use crate::paxos::{Incarnation, Known, NodeId, FIRST_INCARNATION};
 
 /// The metadata name the identity is stored under.
@@ -43,6 +44,13 @@ pub struct Identity {
     pub epoch: u64,
     /// Every member's base URL, this node included.
     pub members: BTreeMap<NodeId, String>,
+    /// Set while the epoch is transitional: the members of the stable
+    /// epoch before (`src/membership.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<BTreeSet<NodeId>>,
+    /// Ids removed from the cluster, never reused.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub retired: BTreeSet<NodeId>,
     /// The newest incarnation recorded for each peer (the fence).
     #[serde(default)]
     pub known: BTreeMap<NodeId, Incarnation>,
@@ -124,11 +132,31 @@ impl Identity {
             incarnation: FIRST_INCARNATION,
             epoch: FIRST_EPOCH,
             members: members.clone(),
+            previous: None,
+            retired: BTreeSet::new(),
             known: BTreeMap::new(),
             founders: BTreeMap::new(),
             database: None,
             rebuilt: true,
         }
+    }
+
+    /// The membership this node holds (always a chosen one).
+    pub fn config(&self) -> MemberConfig {
+        MemberConfig {
+            epoch: self.epoch,
+            members: self.members.clone(),
+            previous: self.previous.clone(),
+            retired: self.retired.clone(),
+        }
+    }
+
+    /// Takes `config` as this node's membership.
+    pub fn set_config(&mut self, config: MemberConfig) {
+        self.epoch = config.epoch;
+        self.members = config.members;
+        self.previous = config.previous;
+        self.retired = config.retired;
     }
 
     /// The recorded peer incarnations as the pure core's table.

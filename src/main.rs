@@ -1,4 +1,5 @@
-//! The `paxos-kv` command: serve, dev, put, get, list, bench (docs/api.md).
+//! The `paxos-kv` command: serve, dev, put, get, list, bench, members
+//! (docs/api.md).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -65,6 +66,21 @@ enum Command {
     },
     /// Load-test a cluster; prints throughput, latency percentiles and statuses.
     Bench(BenchArgs),
+    /// List, add or remove the cluster's members. Exit 0 on success, 1 when
+    /// refused (404/409), 2 otherwise.
+    Members {
+        /// Node to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7001")]
+        url: String,
+        /// The cluster token, when the cluster has one.
+        #[arg(long, env = "PAXOS_KV_CLUSTER_TOKEN", hide_env_values = true)]
+        cluster_token: Option<String>,
+        /// PEM CA certificate to trust for https:// URLs.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: client::MembersCommand,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -121,11 +137,34 @@ fn main() -> ExitCode {
                 Err(e) => return failed(e),
             };
             let listen = config.listen;
+            let runtime = runtime();
+            let mut config = config;
+            let mut joined = None;
+            if config.join.is_some() {
+                if paxos_kv::join::has_identity(&config) {
+                    tracing::info!(
+                        "--join is ignored: this data directory already belongs to a cluster"
+                    );
+                } else {
+                    let tls = match config.tls.as_ref().map(|f| f.load()).transpose() {
+                        Ok(tls) => tls.and_then(|t| t.peer_client),
+                        Err(e) => return failed(e),
+                    };
+                    match runtime.block_on(paxos_kv::join::learn(&mut config, tls)) {
+                        Ok(j) => joined = Some(j),
+                        Err(e) => return failed(e),
+                    }
+                }
+            }
             let prepared = match server::prepare(config) {
                 Ok(p) => p,
                 Err(e) => return failed(e),
             };
-            let result = runtime().block_on(async move {
+            let prepared = match joined {
+                Some(joined) => prepared.with_joined(joined),
+                None => prepared,
+            };
+            let result = runtime.block_on(async move {
                 let listener = server::bind(listen).await?;
                 prepared.run(listener, server::termination()).await
             });
@@ -171,6 +210,17 @@ fn main() -> ExitCode {
             prefix,
             access,
         } => ExitCode::from(runtime().block_on(client::list(&url, &prefix, values, &access))),
+        Command::Members {
+            url,
+            cluster_token,
+            ca,
+            command,
+        } => ExitCode::from(runtime().block_on(client::members(
+            &url,
+            &command,
+            cluster_token.as_deref(),
+            ca,
+        ))),
         Command::Bench(args) => {
             init_logs("warn");
             match runtime().block_on(bench::run(&args)) {

@@ -46,6 +46,10 @@ pub enum NodeError {
     /// This node's storage failed.
     #[error("{0}")]
     Storage(#[from] StorageError),
+    /// The membership changed while the request ran: its answers may come
+    /// from two epochs, so it concludes nothing (the caller retries).
+    #[error("the cluster's membership changed while the request ran; retry")]
+    EpochChanged,
 }
 
 /// Why an acceptor gave no answer.
@@ -54,6 +58,15 @@ pub enum AcceptorError {
     /// The node's storage failed: nothing may claim durability.
     #[error("{0}")]
     Storage(#[from] StorageError),
+    /// The message belongs to another membership epoch (invariant 10),
+    /// found under the key's lock: the epoch changed after admission.
+    #[error("this node is at membership epoch {mine}, the message at {theirs}")]
+    OtherEpoch {
+        /// The message's epoch.
+        theirs: u64,
+        /// This node's.
+        mine: u64,
+    },
     /// The node casts no vote and makes no promise in this state.
     #[error("this node is not serving: {0}")]
     NotServing(String),
@@ -79,6 +92,9 @@ pub enum Health {
     Serving,
     /// Its storage failed; it serves nothing until it has rebuilt.
     Failed(String),
+    /// It was removed from the cluster: it votes in nothing and serves
+    /// nothing; its process can be stopped.
+    Removed(String),
 }
 
 impl Health {
@@ -89,13 +105,17 @@ impl Health {
             Health::Recovering(_) => "recovering",
             Health::Serving => "serving",
             Health::Failed(_) => "failed",
+            Health::Removed(_) => "removed",
         }
     }
 
     /// Why the node does not serve, when it does not.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Health::Joining(why) | Health::Recovering(why) | Health::Failed(why) => Some(why),
+            Health::Joining(why)
+            | Health::Recovering(why)
+            | Health::Failed(why)
+            | Health::Removed(why) => Some(why),
             Health::Serving => None,
         }
     }
@@ -143,7 +163,10 @@ type CallResult = Result<Answer, String>;
 /// One member of the cluster.
 pub struct Node<S, T> {
     pub(crate) id: NodeId,
-    pub(crate) members: Members,
+    /// The quorum view of the current epoch (follows the identity).
+    members: std::sync::RwLock<Members>,
+    /// Serializes membership changes run by this node (`src/reconfigure.rs`).
+    pub(crate) reconfiguring: Mutex<()>,
     pub(crate) timing: Timing,
     pub(crate) storage: S,
     pub(crate) transport: T,
@@ -223,7 +246,20 @@ impl<S: Storage, T: Transport> Node<S, T> {
         let (identity, health) = match storage.load_meta(META_NAME)? {
             Some(bytes) => {
                 let mut identity = Identity::decode(&bytes, id)?;
-                if &identity.members != urls {
+                let same_ids = identity.members.keys().eq(urls.keys());
+                if identity.epoch == crate::identity::FIRST_EPOCH
+                    && same_ids
+                    && &identity.members != urls
+                {
+                    // The members never changed: --peers still says where
+                    // they are (a dev cluster moved to other ports, say).
+                    tracing::info!(
+                        stored = ?identity.members,
+                        flags = ?urls,
+                        "the members' addresses in --peers differ from the stored ones; using --peers"
+                    );
+                    identity.members = urls.clone();
+                } else if &identity.members != urls {
                     tracing::warn!(
                         stored = ?identity.members,
                         flags = ?urls,
@@ -274,7 +310,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 (identity, Health::Joining(why.into()))
             }
         };
-        let members = Members::new(identity.members.keys().copied());
+        let members = identity.config().quorums();
         Ok(Self::build(
             id, members, timing, storage, transport, seed, identity, health,
         )?)
@@ -301,9 +337,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
             epoch: identity.epoch,
             incarnation: identity.incarnation,
         });
+        transport.set_peers(&identity.members);
         Ok(Arc::new(Node {
             id,
-            members,
+            members: std::sync::RwLock::new(members),
+            reconfiguring: Mutex::new(()),
             timing,
             storage,
             transport,
@@ -368,7 +406,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
             epoch: identity.epoch,
             incarnation: identity.incarnation,
         });
-        *self.identity.write().expect("poisoned") = identity;
+        self.transport.set_peers(&identity.members);
+        let members = identity.config().quorums();
+        let mut current = self.identity.write().expect("poisoned");
+        *self.members.write().expect("poisoned") = members;
+        *current = identity;
         Ok(())
     }
 
@@ -431,9 +473,21 @@ impl<S: Storage, T: Transport> Node<S, T> {
         &self.timing
     }
 
-    /// The cluster's members.
-    pub fn members(&self) -> &Members {
-        &self.members
+    /// The quorum view of the current membership epoch.
+    pub fn members(&self) -> Members {
+        self.members.read().expect("poisoned").clone()
+    }
+
+    /// The current membership epoch.
+    pub fn epoch(&self) -> u64 {
+        self.identity.read().expect("poisoned").epoch
+    }
+
+    /// The members and quorum view of the current epoch, read together.
+    pub(crate) fn view(&self) -> (u64, Members) {
+        let identity = self.identity.read().expect("poisoned");
+        let members = self.members.read().expect("poisoned").clone();
+        (identity.epoch, members)
     }
 
     /// This node's counters.
@@ -472,7 +526,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) {
         let seen = self.last_seen();
         let quiet_peers: Vec<NodeId> = self
-            .members
+            .members()
             .iter()
             .filter(|id| *id != self.id && seen.get(id).is_none_or(|ago| *ago >= quiet))
             .collect();
@@ -504,20 +558,23 @@ impl<S: Storage, T: Transport> Node<S, T> {
         request: Request<Value>,
         fence: Fence,
     ) -> Result<Answer, AcceptorError> {
-        let step = self.spawn_step(key.to_owned(), request, fence)?;
+        let step = self.spawn_step(key.to_owned(), request, fence, None)?;
         join_step(step).await
     }
 
     /// [`Node::handle_acceptor`] for many requests at once (a peer's
     /// batch): they run concurrently, so their writes share group commits;
     /// the replies come back in order.
+    /// Every request is checked again, under its key's lock, against this
+    /// node's epoch (`epoch` is the sender's, invariant 10).
     pub async fn handle_acceptor_batch(
         self: &Arc<Self>,
         requests: Vec<(String, Request<Value>, Fence)>,
+        epoch: u64,
     ) -> Vec<Result<Answer, AcceptorError>> {
         let steps: Vec<_> = requests
             .into_iter()
-            .map(|(key, request, fence)| self.spawn_step(key, request, fence))
+            .map(|(key, request, fence)| self.spawn_step(key, request, fence, Some(epoch)))
             .collect();
         let mut replies = Vec::with_capacity(steps.len());
         for step in steps {
@@ -537,6 +594,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         key: String,
         request: Request<Value>,
         fence: Fence,
+        epoch: Option<u64>,
     ) -> Result<StepHandle, AcceptorError> {
         if let Some(why) = self.health.borrow().reason() {
             return Err(AcceptorError::NotServing(why.to_owned()));
@@ -548,10 +606,25 @@ impl<S: Storage, T: Transport> Node<S, T> {
             .map_err(|_| AcceptorError::Overloaded)?;
         let node = self.clone();
         let heard = self.events.heard(&key, &request);
+        // A decided membership register: the next epoch is chosen.
+        let learned = match &request {
+            Request::Decide { value, .. } if crate::membership::is_internal(&key) => {
+                crate::membership::MemberConfig::decode(&value.bytes).ok()
+            }
+            _ => None,
+        };
         Ok(tokio::spawn(async move {
-            let answer = node.acceptor_step(&key, request, &fence).await;
+            let answer = node.acceptor_step(&key, request, &fence, epoch).await;
             node.events.stepped(heard, &answer);
             drop(slot);
+            if let (Some(config), Ok(_)) = (learned, &answer) {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.adopt(config).await {
+                        tracing::warn!(error = %e, "cannot adopt a newer membership");
+                    }
+                });
+            }
             answer
         }))
     }
@@ -561,9 +634,11 @@ impl<S: Storage, T: Transport> Node<S, T> {
         key: &str,
         request: Request<Value>,
         fence: &Fence,
+        epoch: Option<u64>,
     ) -> Result<Answer, AcceptorError> {
         inc(&self.metrics.acceptor_requests);
-        let incarnation = {
+        let _guard = self.key_lock(key).lock().await;
+        let (incarnation, fast_open) = {
             let identity = self.identity.read().expect("poisoned");
             if matches!(request, Request::Accept { .. }) && !fence.is_empty() {
                 // Its own incarnation counts too: a rebuilt node must refuse
@@ -575,14 +650,23 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 known.record(self.id, identity.incarnation);
                 known.admits(fence).map_err(AcceptorError::Fenced)?;
             }
-            identity.incarnation
+            // Under the key's lock: a message admitted just before this node
+            // adopted the next epoch is refused here, so after it answered
+            // the next epoch for a key it never acts on the old one for it.
+            if let Some(theirs) = epoch.filter(|e| *e != identity.epoch) {
+                return Err(AcceptorError::OtherEpoch {
+                    theirs,
+                    mine: identity.epoch,
+                });
+            }
+            let fast_open = self.members.read().expect("poisoned").fast_allowed();
+            (identity.incarnation, fast_open)
         };
-        let _guard = self.key_lock(key).lock().await;
         let state = self
             .storage
             .load(key)
             .inspect_err(|_| self.storage_failed())?;
-        let reply = match acceptor::handle(&state, request) {
+        let reply = match acceptor::handle_in(&state, request, fast_open) {
             Step::Reply(reply) => reply,
             Step::Persist(persist) => {
                 self.storage
@@ -661,9 +745,8 @@ impl<S: Storage, T: Transport> Node<S, T> {
                 // docs/design.md "Fast ballot": only while every peer
                 // answered lately could a fast attempt gather every vote.
                 let fast = self.every_peer_answered_lately();
-                let coord =
-                    Coordinator::put(self.members.clone(), own.clone(), fast, self.limits());
-                match self.execute(key, coord, start).await {
+                let put = |members| Coordinator::put(members, own.clone(), fast, self.limits());
+                match self.execute_in_epoch(key, put, start).await {
                     // Only the request whose proposal was chosen created the value.
                     Ok(Outcome::Chosen { value, .. }) if value == own => PutOutcome::Created,
                     Ok(Outcome::Chosen { value, .. }) => same_or_conflict(value.bytes, &own.bytes),
@@ -720,12 +803,12 @@ impl<S: Storage, T: Transport> Node<S, T> {
         }
         // Steps 2-5: a quorum read comparing (ballot, value), and a
         // recovery round when the votes disagree.
-        let coord = Coordinator::get(self.members.clone(), self.limits());
+        let get = |members| Coordinator::get(members, self.limits());
         let path = |recovered| match recovered {
             true => ReadPath::Recovered,
             false => ReadPath::Quorum,
         };
-        match self.execute(key, coord, start).await? {
+        match self.execute_in_epoch(key, get, start).await? {
             Outcome::Chosen { value, recovered } => Ok((Some(value.bytes), path(recovered))),
             Outcome::Empty { recovered } => Ok((None, path(recovered))),
             Outcome::Unavailable => Err(NodeError::Unavailable),
@@ -760,16 +843,42 @@ impl<S: Storage, T: Transport> Node<S, T> {
         Ok(state.decided_value().map(|a| a.value.bytes.clone()))
     }
 
+    /// Runs the coordinator `make` builds for the current epoch's members;
+    /// when the membership changes under it (an epoch's answers must not be
+    /// counted in another's quorums), it starts again in the new epoch, with
+    /// what is left of the request's time. Same value, same key: a PUT
+    /// retried this way is the idempotent retry docs/api.md allows.
+    pub(crate) async fn execute_in_epoch(
+        self: &Arc<Self>,
+        key: &str,
+        make: impl Fn(Members) -> Coordinator<Value>,
+        start: Instant,
+    ) -> Result<Outcome<Value>, NodeError> {
+        loop {
+            let (epoch, members) = self.view();
+            let coord = make(members.clone());
+            match self.execute(key, coord, start, epoch, &members).await {
+                Err(NodeError::EpochChanged) if start.elapsed() < self.timing.request_timeout => {
+                    continue
+                }
+                Err(NodeError::EpochChanged) => return Err(NodeError::Unavailable),
+                other => return other,
+            }
+        }
+    }
+
     /// Runs one request's coordinator (`src/paxos/coordinator.rs`) to its
-    /// end: turns its effects into broadcasts, timers, durable ballot
+    /// end, in membership `epoch` (whose quorum view is `members`): turns its effects into broadcasts, timers, durable ballot
     /// reservations, backoff draws, announcements and counts. `start` is
     /// time 0 of the coordinator's clock (microseconds); the deadline is
     /// `start` plus the request timeout.
-    async fn execute(
+    pub(crate) async fn execute(
         self: &Arc<Self>,
         key: &str,
         mut coord: Coordinator<Value>,
         start: Instant,
+        epoch: u64,
+        members: &Members,
     ) -> Result<Outcome<Value>, NodeError> {
         let key: Arc<str> = Arc::from(key);
         let deadline = start + self.timing.request_timeout;
@@ -785,7 +894,12 @@ impl<S: Storage, T: Transport> Node<S, T> {
                     fence,
                 } => {
                     call = current;
-                    replies = Some(self.broadcast(&key, request, fence));
+                    replies = Some(self.send_to(members.iter(), &key, request, fence));
+                }
+                // Every message so far left in `epoch` only if the node is
+                // still in it: the transport stamps the node's current epoch.
+                Effect::Announce { .. } | Effect::Done(_) if self.epoch() != epoch => {
+                    return Err(NodeError::EpochChanged)
                 }
                 Effect::Announce { ballot, value } => self.announce(&key, ballot, value),
                 Effect::Count(count) => self.count(&key, count),
@@ -838,7 +952,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// The coordinator's bounds from this node's [`Timing`], in
     /// microseconds from the request's start.
-    fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             deadline: Some(micros(self.timing.request_timeout)),
             straggler_wait: micros(self.timing.straggler_wait),
@@ -853,7 +967,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
     fn every_peer_answered_lately(&self) -> bool {
         let seen = self.last_seen.lock().expect("poisoned");
         let window = self.timing.fast_path_window;
-        self.members
+        self.members()
             .iter()
             .filter(|id| *id != self.id)
             .all(|id| seen.get(&id).is_some_and(|at| at.elapsed() < window))
@@ -916,7 +1030,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         request: Request<Value>,
         fence: Fence,
     ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
-        self.send_to(self.members.iter(), key, request, fence)
+        self.send_to(self.members().iter(), key, request, fence)
     }
 
     /// [`Node::broadcast`] to `to` only.
@@ -966,10 +1080,12 @@ impl<S: Storage, T: Transport> Node<S, T> {
         fence: Fence,
     ) -> CallResult {
         if to == self.id {
-            return self
-                .handle_acceptor(key, request, fence)
-                .await
-                .map_err(|e| e.to_string());
+            // Stamped with this node's current epoch, like the transport's.
+            let step = self.spawn_step(key.to_owned(), request, fence, Some(self.epoch()));
+            return match step {
+                Ok(step) => join_step(step).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
         }
         match self.transport.call(to, key, request, fence).await {
             Ok(answer) => {

@@ -121,6 +121,15 @@ pub async fn handle_control<S: Storage, T: Transport>(
             }
             Ok(ControlReply::Fenced(identity.known().of(from)))
         }
+        Control::Config => {
+            let identity = node.identity();
+            Ok(ControlReply::Config(crate::transport::wire::ConfigReply {
+                version: PROTOCOL_VERSION,
+                from: node.id,
+                cluster: identity.cluster.clone(),
+                config: identity.config(),
+            }))
+        }
         Control::Scan { after, limit } => {
             if let Some(why) = node.health().reason() {
                 return Err(AcceptorError::NotServing(why.to_owned()));
@@ -150,6 +159,9 @@ pub async fn run<S: Storage, T: Transport>(node: Arc<Node<S, T>>) {
                 watch_storage(&node).await;
             }
             Health::Failed(_) => reset_storage(&node).await,
+            // Removed from the cluster (src/reconfigure.rs): nothing more to
+            // do; the operator stops the process.
+            Health::Removed(_) => std::future::pending::<()>().await,
         }
     }
 }
@@ -221,7 +233,7 @@ async fn hello_all<S: Storage, T: Transport>(
 ) -> BTreeMap<NodeId, Result<HelloReply, String>> {
     let digest = identity::members_digest(&node.identity().members);
     let mut calls = JoinSet::new();
-    for peer in node.members.iter().filter(|p| *p != node.id) {
+    for peer in node.members().iter().filter(|p| *p != node.id) {
         let node = node.clone();
         calls.spawn(async move {
             let reply = node
@@ -322,7 +334,7 @@ async fn genesis<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
                 },
             }
         }
-        if waiting.is_empty() && nonces.len() == node.members.len() {
+        if waiting.is_empty() && nonces.len() == node.members().len() {
             let lowest = *nonces.keys().next().expect("this node is a member");
             let members = node.identity().members;
             let cluster = identity::cluster_id(&members, nonces[&lowest]);
@@ -369,13 +381,13 @@ async fn genesis_nonce<S: Storage, T: Transport>(
 /// (module docs); returns when it serves, or after a failed attempt (the
 /// lifecycle calls again).
 async fn rebuild<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
-    let quorum = node.members.quorum();
-    let others = node.members.len() - 1;
+    let quorum = node.members().quorum();
+    let others = node.members().len() - 1;
     if others < quorum {
         node.set_health(Health::Recovering(format!(
             "it has lost its data, and a cluster of {} member(s) has no majority of other \
              members to rebuild from; restore its data directory from a backup",
-            node.members.len()
+            node.members().len()
         )));
         tokio::time::sleep(Duration::from_secs(5)).await;
         return;
@@ -431,7 +443,7 @@ async fn rebuild<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
     // 2. The fence, at a majority of the others.
     let fenced = loop {
         let mut calls = JoinSet::new();
-        for peer in node.members.iter().filter(|p| *p != node.id) {
+        for peer in node.members().iter().filter(|p| *p != node.id) {
             let node = node.clone();
             calls.spawn(async move {
                 let reply = node
@@ -459,7 +471,7 @@ async fn rebuild<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
     };
     tracing::info!(incarnation, ?fenced, "fenced; listing keys");
     // 3. Every key a majority of the others holds.
-    let keys = match scan_majority(node, &serving).await {
+    let keys = match scan_majority(node, &serving, quorum).await {
         Some(keys) => keys,
         None => return,
     };
@@ -513,13 +525,13 @@ async fn rebuild<S: Storage, T: Transport>(node: &Arc<Node<S, T>>) {
     node.set_health(Health::Serving);
 }
 
-/// The union of the keys of a majority of the other members (fully
-/// listed), or `None` when fewer than a majority could be listed.
-async fn scan_majority<S: Storage, T: Transport>(
+/// The union of the keys of `candidates` (fully listed), or `None` when
+/// fewer than `quorum` of them could be listed.
+pub(crate) async fn scan_majority<S: Storage, T: Transport>(
     node: &Arc<Node<S, T>>,
     candidates: &[NodeId],
+    quorum: usize,
 ) -> Option<BTreeSet<String>> {
-    let quorum = node.members.quorum();
     let mut calls = JoinSet::new();
     for &peer in candidates {
         let node = node.clone();
@@ -562,8 +574,9 @@ async fn rebuild_key<S: Storage, T: Transport>(
     key: String,
 ) -> Result<(), String> {
     let key: Arc<str> = Arc::from(key);
-    let quorum = node.members.quorum();
-    let others: Vec<NodeId> = node.members.iter().filter(|p| *p != node.id).collect();
+    let members = node.members();
+    let quorum = members.quorum();
+    let others: Vec<NodeId> = members.iter().filter(|p| *p != node.id).collect();
     let mut seen_round = 0u64;
     for attempt in 0u32.. {
         if attempt > 0 {
@@ -609,7 +622,7 @@ async fn rebuild_key<S: Storage, T: Transport>(
             if promises.len() >= quorum {
                 let state = State {
                     promised: ballot,
-                    accepted: rebuilt_vote(promises.values()),
+                    accepted: rebuilt_vote(&promises, &members),
                     decided: false,
                 };
                 return node.install(&key, &state).await.map_err(|e| e.to_string());

@@ -61,6 +61,12 @@ pub enum ServeError {
     /// The TLS files cannot be loaded.
     #[error("{0}")]
     Tls(String),
+    /// `--join` could not learn the cluster, or store what it learnt.
+    #[error("--join: {0}")]
+    Join(crate::node::NodeError),
+    /// `--join` could not ask the member.
+    #[error("--join: {0}")]
+    JoinAsk(#[from] crate::join::JoinError),
     /// The database cannot be opened.
     #[error("--data-dir {}: {source}", dir.display())]
     Storage {
@@ -146,6 +152,8 @@ pub struct Prepared {
     latency: Latency,
     /// Console controls of a `paxos-kv dev` cluster, when this node is in one.
     dev: Option<Arc<crate::console::DevControl>>,
+    /// What `--join` learnt, taken before the node's lifecycle starts.
+    joined: Option<crate::join::Joined>,
 }
 
 /// Opens the data directory and builds the node. Binds nothing, so every
@@ -207,6 +215,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         tls,
         latency,
         dev: None,
+        joined: None,
     })
 }
 
@@ -214,6 +223,12 @@ impl Prepared {
     /// The node.
     pub fn node(&self) -> &Arc<ProdNode> {
         &self.node
+    }
+
+    /// The cluster `--join` learnt (`src/join.rs`).
+    pub fn with_joined(mut self, joined: crate::join::Joined) -> Self {
+        self.joined = Some(joined);
+        self
     }
 
     /// Lets this node's console stop and start the nodes of `dev`
@@ -244,7 +259,11 @@ impl Prepared {
             tls,
             latency,
             dev,
+            joined,
         } = self;
+        if let Some(joined) = joined {
+            node.accept_join(joined).await.map_err(ServeError::Join)?;
+        }
         if config.token.is_none() {
             tracing::warn!(
                 "no --cluster-token: peer routes /v1/paxos/* are open to anyone who can reach this port"
@@ -285,6 +304,7 @@ impl Prepared {
         };
         let heartbeat = tokio::spawn(heartbeat(node.clone()));
         let lifecycle = tokio::spawn(crate::rejoin::run(node.clone()));
+        let reconcile = tokio::spawn(crate::reconfigure::reconcile(node.clone()));
         let addr = listener.local_addr().map_err(ServeError::Listener)?;
         tracing::info!(id = config.id, %addr, members = config.peers.len(), "serving");
         // Waiting readers (GET ?wait) answer at once when the stop begins.
@@ -298,6 +318,7 @@ impl Prepared {
         serve(listener, app, limits, stats, tls, shutdown).await;
         heartbeat.abort();
         lifecycle.abort();
+        reconcile.abort();
         if let Some(reloader) = reloader {
             reloader.abort();
         }

@@ -62,7 +62,7 @@ fn three_node_compose_cluster() {
     }
     let started = Instant::now();
     let mut cluster = Cluster::new();
-    let steps: [(&str, Step); 7] = [
+    let steps: [(&str, Step); 8] = [
         ("1 up --build --wait", step_up_build),
         ("2 put, get, conflict", step_put_get_conflict),
         ("3 kill node2: majority still serves", step_kill_node2),
@@ -72,6 +72,10 @@ fn three_node_compose_cluster() {
         (
             "7 node3's volume removed, up: it rebuilds",
             step_lose_volume_node3,
+        ),
+        (
+            "8 replace node3 by node4 online (the \"replace\" profile)",
+            step_replace_node3,
         ),
     ];
     for (name, run) in steps {
@@ -88,10 +92,10 @@ fn three_node_compose_cluster() {
         say(&format!("   ok in {:.1?}", t.elapsed()));
     }
     say(&format!(
-        "== compose step 8 down -v (teardown); all steps passed in {:.0?}",
+        "== compose step 9 down -v (teardown); all steps passed in {:.0?}",
         started.elapsed()
     ));
-    // Step 7 is Cluster's Drop, which also runs when a step above panicked.
+    // Step 9 is Cluster's Drop, which also runs when a step above panicked.
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,13 +226,55 @@ fn step_lose_volume_node3(c: &mut Cluster) -> Res<()> {
     c.all_agree(&["k7"])
 }
 
+/// The recipe of docker-compose.yml's "replace" profile, command for command
+/// (README "Changing the members"): add node4, start it, remove node3, stop it.
+fn step_replace_node3(c: &mut Cluster) -> Res<()> {
+    c.compose(&[
+        "exec",
+        "-T",
+        "node1",
+        "paxos-kv",
+        "members",
+        "add",
+        "4",
+        "http://node4:7001",
+    ])?;
+    c.compose_streamed(&["up", "-d", "--wait", "node4"], COMMAND_TIMEOUT)?;
+    c.expect_status(4, "GET", "/ready", None, 200)?;
+    for key in ["k1", "k2", "k3", "k4", "k5", "k6", "k7"] {
+        c.get_expect_value(4, key)?;
+    }
+    c.compose(&["exec", "-T", "node1", "paxos-kv", "members", "remove", "3"])?;
+    c.compose(&["stop", "node3"])?;
+    // `members list` as the recipe's reader would run it: the epoch line, then
+    // `ID<TAB>URL<TAB>STATE` per member.
+    let listed = c.compose(&["exec", "-T", "node4", "paxos-kv", "members", "list"])?;
+    let ids: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    let first = listed.lines().next().unwrap_or_default();
+    if ids != ["1", "2", "4"] || !first.starts_with("epoch ") || first.contains("progress") {
+        return Err(format!(
+            "after the replacement the members should be 1, 2, 4 with no change in progress:\n{listed}"
+        ));
+    }
+    // The new majority serves writes, and node4 reads what node1 wrote.
+    c.put_expect(1, "k8", 201)?;
+    c.get_expect_value(4, "k8")?;
+    c.put_expect(4, "k9", 201)?;
+    c.get_expect_value(2, "k9")
+}
+
 // ---------------------------------------------------------------------------------------
 // The cluster under test.
 
 struct Cluster {
     project: String,
     dir: PathBuf,
-    ports: [u16; 3],
+    /// node1..node4's published ports (node4: the "replace" profile).
+    ports: [u16; 4],
     token: String,
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
@@ -249,7 +295,12 @@ impl Cluster {
         Cluster {
             project: format!("paxoskvtest{id}"),
             dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-            ports: [net::free_port(), net::free_port(), net::free_port()],
+            ports: [
+                net::free_port(),
+                net::free_port(),
+                net::free_port(),
+                net::free_port(),
+            ],
             token: format!("compose-test-token-{id}"),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -280,6 +331,7 @@ impl Cluster {
             .env("PAXOS_KV_PORT1", self.ports[0].to_string())
             .env("PAXOS_KV_PORT2", self.ports[1].to_string())
             .env("PAXOS_KV_PORT3", self.ports[2].to_string())
+            .env("PAXOS_KV_PORT4", self.ports[3].to_string())
             .env("PAXOS_KV_CLUSTER_TOKEN", &self.token)
             // Its own image tag: a concurrent run from another checkout cannot swap the
             // image under this one. The build cache is shared all the same.
@@ -517,10 +569,11 @@ timeout 30 cat <&3"#;
     }
 
     fn dump_logs(&self) {
-        if let Ok(out) = self.compose(&["ps", "-a"]) {
+        if let Ok(out) = self.compose(&["--profile", "replace", "ps", "-a"]) {
             say(&format!("---- docker compose ps -a\n{out}"));
         }
-        if let Ok(out) = self.compose(&["logs", "--no-color", "--tail", "60"]) {
+        let logs = ["--profile", "replace", "logs", "--no-color", "--tail", "60"];
+        if let Ok(out) = self.compose(&logs) {
             say(&format!(
                 "---- docker compose logs (last 60 lines per node)\n{out}"
             ));
@@ -529,11 +582,21 @@ timeout 30 cat <&3"#;
 }
 
 impl Drop for Cluster {
-    /// Step 8: the teardown, also after a failed step. `down -v` removes the containers,
+    /// Step 9: the teardown, also after a failed step. `down -v` removes the containers,
     /// the network and the named volumes of this project; `--rmi all` its image tag (the
     /// build cache stays).
     fn drop(&mut self) {
-        let down = ["down", "-v", "--rmi", "all", "--remove-orphans", "-t", "10"];
+        let down = [
+            "--profile",
+            "replace",
+            "down",
+            "-v",
+            "--rmi",
+            "all",
+            "--remove-orphans",
+            "-t",
+            "10",
+        ];
         match self.compose(&down) {
             Ok(_) => say(&format!("   removed project {} and its volumes", self.project)),
             Err(e) => say(&format!(

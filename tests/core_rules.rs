@@ -2354,7 +2354,9 @@ fn rebuilt_vote_table() {
         ("a single promiser's fast vote", vec![fast("x")], fast("x")),
     ];
     for (name, promises, expected) in cases {
-        assert_eq!(rebuilt_vote(&promises), expected, "{name}");
+        let members = Members::new(1..=5);
+        let promises: BTreeMap<NodeId, _> = (1..).zip(promises).collect();
+        assert_eq!(rebuilt_vote(&promises, &members), expected, "{name}");
     }
 }
 
@@ -2413,9 +2415,11 @@ fn rebuilt_vote_keeps_a_chosen_value() {
             majority.remove(drop);
             r /= 3;
         }
-        let promises: Vec<Option<Accepted<Val>>> =
-            majority.iter().map(|i| votes[*i].clone()).collect();
-        let rebuilt = rebuilt_vote(&promises);
+        let promises: BTreeMap<NodeId, Option<Accepted<Val>>> = majority
+            .iter()
+            .map(|i| (*i as NodeId + 1, votes[*i].clone()))
+            .collect();
+        let rebuilt = rebuilt_vote(&promises, &Members::new(1..=n as NodeId));
         prop_assert_eq!(
             rebuilt.map(|a| a.value),
             Some("v"),

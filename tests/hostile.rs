@@ -811,7 +811,8 @@ impl Cluster {
             id,
             listen: addr.to_string(),
             data_dir: dir.clone(),
-            peers: self.peers.clone(),
+            peers: Some(self.peers.clone()),
+            join: None,
             cluster_token: self.setup.token.map(str::to_owned),
             max_value_bytes: self.setup.max_value_bytes,
             timing: TimingArgs {

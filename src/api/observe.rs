@@ -39,15 +39,16 @@ pub(super) async fn status<S: Storage, T: Transport>(
     let node = &state.node;
     let seen = node.last_seen();
     let recent = node.timing().reachable_within();
-    let members: Vec<_> = state
-        .peer_urls
+    let config = node.config();
+    let members: Vec<_> = config
+        .members
         .iter()
         .map(|(id, url)| {
             let this = *id == node.id();
             let ago = seen.get(id);
             json!({
                 "id": id,
-                "url": url,
+                "url": url.trim_end_matches('/'),
                 "self": this,
                 "reachable": this || ago.is_some_and(|d| *d < recent),
                 "last_answer_ms_ago": ago.map(|d| d.as_millis() as u64),
@@ -72,6 +73,7 @@ pub(super) async fn status<S: Storage, T: Transport>(
         "known_incarnations": identity.known,
         "quorum": node.members().quorum(),
         "members": members,
+        "membership": super::members::view(node, &config),
         "refused_peers": notes,
     }))
 }

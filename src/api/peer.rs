@@ -1,6 +1,7 @@
 //! The peer protocol's routes, `POST /v1/paxos/{op}` (docs/api.md, "Peer
 //! protocol"): `batch` (the only shape of acceptor messages on the wire; a
-//! single message is a batch of one), `hello`, `fence`, `scan` and `list`.
+//! single message is a batch of one), `hello`, `fence`, `scan`, `list` and
+//! `config`.
 //! Each checks the cluster token (and with `--tls-ca` the peer's
 //! certificate), the protocol version and the sender's membership before
 //! the node sees the message.
@@ -23,8 +24,8 @@ use crate::storage::Storage;
 use crate::tls::PeerCertificate;
 use crate::transport::list::ListRequest;
 use crate::transport::wire::{
-    Base64, BatchReply, BatchResponse, FenceReply, FenceRequest, HelloRequest, PeerBatch,
-    ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+    Base64, BatchReply, BatchResponse, ConfigRequest, FenceReply, FenceRequest, HelloRequest,
+    PeerBatch, ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
 };
 use crate::transport::{Control, ControlReply, Transport};
 
@@ -82,7 +83,7 @@ pub(super) async fn peer<S: Storage, T: Transport>(
         "hello" => {
             let hello: HelloRequest = control_body(&state, body).await?;
             check_version(hello.version)?;
-            check_sender(state.node.members(), hello.from)?;
+            check_sender(&state.node.members(), hello.from)?;
             let reply = control(
                 &state,
                 hello.from,
@@ -140,6 +141,16 @@ pub(super) async fn peer<S: Storage, T: Transport>(
                     more,
                 })
                 .into_response()),
+                other => Err(unexpected(other)),
+            }
+        }
+        "config" => {
+            // Token (and certificate) checked above; no membership check:
+            // see `ConfigRequest`.
+            let ask: ConfigRequest = control_body(&state, body).await?;
+            check_version(ask.version)?;
+            match control(&state, ask.from, Control::Config).await? {
+                ControlReply::Config(reply) => Ok(Json(reply).into_response()),
                 other => Err(unexpected(other)),
             }
         }
@@ -213,7 +224,7 @@ async fn peer_batch<S: Storage, T: Transport>(
     }
     let incarnation = node.incarnation();
     let replies = node
-        .handle_acceptor_batch(requests)
+        .handle_acceptor_batch(requests, batch.epoch)
         .await
         .into_iter()
         .map(|answer| match answer {
@@ -239,7 +250,7 @@ async fn peer_list<S: Storage, T: Transport>(
     let body = read_body(body, 16 * 1024, state.body_timeout).await?;
     let request: ListRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
-    check_sender(state.node.members(), request.from)?;
+    check_sender(&state.node.members(), request.from)?;
     request.check().map_err(ApiError::BadPeerMessage)?;
     state
         .node
@@ -262,7 +273,7 @@ fn admit<S: Storage, T: Transport>(
     epoch: u64,
 ) -> Result<(), ApiError> {
     check_version(version)?;
-    check_sender(node.members(), from)?;
+    check_sender(&node.members(), from)?;
     node.admit_peer(from, cluster, epoch)
         .map_err(ApiError::OtherCluster)
 }
@@ -282,7 +293,10 @@ fn check_message<S: Storage, T: Transport>(
     key: &str,
     value: Option<&Base64>,
 ) -> Result<(), ApiError> {
-    validate_key(key).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
+    // The cluster's own registers (`src/membership.rs`) travel like keys.
+    if !crate::membership::is_internal(key) {
+        validate_key(key).map_err(|e| ApiError::BadPeerMessage(e.to_string()))?;
+    }
     match value {
         Some(value) if value.0.len() > state.max_value_bytes => {
             Err(ApiError::TooLarge(state.max_value_bytes))

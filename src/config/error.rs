@@ -55,6 +55,9 @@ pub enum ConfigError {
     /// No member at all.
     #[error("--peers is empty; list every member as ID=URL,ID=URL,...")]
     NoPeers,
+    /// `--join` is not an http(s) URL.
+    #[error("--join {0:?} is not an http:// or https:// URL of a member")]
+    Join(String),
     /// `--id` is not among the members.
     #[error("--id {id} is not in --peers (members: {members})")]
     NotAMember {

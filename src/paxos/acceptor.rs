@@ -72,6 +72,28 @@ impl<V> Persist<V> {
     }
 }
 
+/// [`handle`] in a membership epoch: while the fast ballot is closed (a
+/// transitional epoch: `fast_open` is
+/// [`Members::fast_allowed`](super::quorum::Members::fast_allowed)), an accept
+/// in it is refused like one for another fast value, so no fast vote is
+/// cast that the sweep of the change would not see.
+pub fn handle_in<V: Clone + PartialEq>(
+    state: &AcceptorState<V>,
+    request: Request<V>,
+    fast_open: bool,
+) -> Step<V> {
+    if !fast_open
+        && state.decided_value().is_none()
+        && matches!(request, Request::Accept { ballot, .. } if ballot == Ballot::FAST)
+    {
+        return Step::Reply(Reply::Rejected {
+            ballot: Ballot::FAST,
+            promised: state.promised,
+        });
+    }
+    handle(state, request)
+}
+
 /// Applies one request to an acceptor's state (Paxos Made Simple, section 2.2,
 /// plus a decided flag):
 /// - `Prepare(b)`: promise iff `b > promised`, reporting the vote cast before.

@@ -216,6 +216,14 @@ enum Stage<V> {
     },
     /// Waiting for the executor's ballot.
     NeedBallot,
+    /// A sweep found `value` chosen and waits until a majority of the
+    /// members acknowledged it as decided (durably).
+    Recording {
+        ballot: Ballot,
+        value: V,
+        acked: BTreeSet<NodeId>,
+        failed: BTreeSet<NodeId>,
+    },
     /// A classic round; `fence` collects its promisers for the accepts.
     Classic {
         round: Round<V>,
@@ -239,6 +247,9 @@ pub struct Coordinator<V> {
     seen_round: u64,
     /// Classic rounds ended so far.
     attempt: u32,
+    /// A sweep: a chosen value is recorded as decided at a majority before
+    /// the request is done.
+    record: bool,
     effects: VecDeque<Effect<V>>,
 }
 
@@ -247,7 +258,7 @@ impl<V: Clone + PartialEq> Coordinator<V> {
     /// fast ballot first; otherwise it starts with a classic round.
     pub fn put(members: Members, own: V, fast: bool, limits: Limits) -> Self {
         let mut coord = Coordinator::new(members, limits, Some(own.clone()));
-        if fast {
+        if fast && coord.members.fast_allowed() {
             coord.effects.push_back(Effect::Count(Count::FastRound));
             let (round, accept) = Round::start_fast(coord.members.clone(), own);
             coord.stage = Stage::Fast {
@@ -273,6 +284,20 @@ impl<V: Clone + PartialEq> Coordinator<V> {
         coord
     }
 
+    /// A sweep of one key during a membership change (docs/design.md,
+    /// "Changing the members"): a classic round of no value of its own at
+    /// this epoch's members, whatever a read would say, and, when it finds a
+    /// value chosen, a decide that a majority of the members acknowledge
+    /// durably before it is done. Afterwards every majority of these members
+    /// holds the chosen value, so the next epoch's majorities see it too.
+    /// Ends with [`Outcome::Chosen`] (`recovered`: true), [`Outcome::Empty`]
+    /// when no promiser holds a vote, or [`Outcome::Unavailable`].
+    pub fn sweep(members: Members, limits: Limits) -> Self {
+        let mut coord = Coordinator::new(members, limits, None);
+        coord.record = true;
+        coord
+    }
+
     fn new(members: Members, limits: Limits, own: Option<V>) -> Self {
         Coordinator {
             members,
@@ -282,6 +307,7 @@ impl<V: Clone + PartialEq> Coordinator<V> {
             call: 0,
             seen_round: 0,
             attempt: 0,
+            record: false,
             effects: VecDeque::new(),
         }
     }
@@ -404,6 +430,24 @@ impl<V: Clone + PartialEq> Coordinator<V> {
                 let progress = round.on_reply(from, reply);
                 self.on_classic(progress);
             }
+            Stage::Recording {
+                value,
+                acked,
+                failed,
+                ..
+            } => {
+                let recorded = match &reply {
+                    Reply::Ack => true,
+                    Reply::Decided { value: v, .. } => v == value,
+                    _ => false,
+                };
+                if recorded {
+                    acked.insert(from);
+                } else {
+                    failed.insert(from);
+                }
+                self.on_recording();
+            }
             _ => {}
         }
     }
@@ -427,6 +471,10 @@ impl<V: Clone + PartialEq> Coordinator<V> {
                 let progress = round.on_unreachable(from);
                 self.on_classic(progress);
             }
+            Stage::Recording { failed, .. } => {
+                failed.insert(from);
+                self.on_recording();
+            }
             _ => {}
         }
     }
@@ -447,6 +495,7 @@ impl<V: Clone + PartialEq> Coordinator<V> {
                 self.on_read(now, progress);
             }
             Stage::Classic { .. } => self.on_classic(Progress::Stalled),
+            Stage::Recording { .. } => self.finish(Outcome::Unavailable),
             _ => {}
         }
     }
@@ -496,7 +545,10 @@ impl<V: Clone + PartialEq> Coordinator<V> {
     fn awaits(&self, call: u32, from: NodeId) -> bool {
         let waiting = matches!(
             self.stage,
-            Stage::Fast { .. } | Stage::Reading { .. } | Stage::Classic { .. }
+            Stage::Fast { .. }
+                | Stage::Reading { .. }
+                | Stage::Classic { .. }
+                | Stage::Recording { .. }
         );
         waiting && call == self.call && self.members.contains(from)
     }
@@ -515,6 +567,16 @@ impl<V: Clone + PartialEq> Coordinator<V> {
     }
 
     fn decide(&mut self, ballot: Ballot, value: V, recovered: bool) {
+        if self.record {
+            self.stage = Stage::Recording {
+                ballot,
+                value: value.clone(),
+                acked: BTreeSet::new(),
+                failed: BTreeSet::new(),
+            };
+            self.send(Request::Decide { ballot, value }, Fence::default());
+            return;
+        }
         self.effects.push_back(Effect::Announce {
             ballot,
             value: value.clone(),
@@ -551,6 +613,29 @@ impl<V: Clone + PartialEq> Coordinator<V> {
         self.effects.push_back(Effect::Count(Count::FastFallback));
         self.seen_round = seen.round;
         self.stage = Stage::NeedBallot;
+    }
+
+    /// A sweep's decide: done once a majority recorded it; unavailable once
+    /// too many failed for a majority (the sweep tries the key again).
+    fn on_recording(&mut self) {
+        let Stage::Recording {
+            value,
+            acked,
+            failed,
+            ..
+        } = &self.stage
+        else {
+            return;
+        };
+        if acked.len() >= self.members.quorum() {
+            let value = value.clone();
+            self.finish(Outcome::Chosen {
+                value,
+                recovered: true,
+            });
+        } else if self.members.len() - failed.len() < self.members.quorum() {
+            self.finish(Outcome::Unavailable);
+        }
     }
 
     fn on_read(&mut self, now: Time, progress: ReadProgress<V>) {
@@ -627,6 +712,7 @@ impl<V: Clone + PartialEq> Coordinator<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paxos::Accepted;
 
     fn members() -> Members {
         Members::new([1, 2, 3])
@@ -782,5 +868,71 @@ mod tests {
                 Effect::NeedBallot { above: 0 }
             ]
         );
+    }
+
+    #[test]
+    fn a_sweep_keeps_the_old_epochs_fast_value_and_records_it_at_a_majority() {
+        // Node 4 was just added: it holds nothing. Nodes 1..3 hold the fast
+        // value "a" that was chosen by all three in the epoch before.
+        let grown = Members::transitional([1, 2, 3, 4], [1, 2, 3]);
+        let mut coord = Coordinator::sweep(grown, Limits::unbounded());
+        assert_eq!(coord.poll(), Effect::NeedBallot { above: 0 });
+        let ballot = Ballot::new(1, 1);
+        coord.handle_ballot(ballot);
+        let fast_a = Some(Accepted {
+            ballot: Ballot::FAST,
+            value: "a",
+        });
+        let _ = drain(&mut coord);
+        let call = coord.call();
+        for (from, accepted) in [(4, None), (2, fast_a.clone()), (3, fast_a)] {
+            coord.handle_reply(1, call, from, Reply::Promise { ballot, accepted }, 1);
+        }
+        let effects = drain(&mut coord);
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Send {
+                    request: Request::Accept { value: "a", .. },
+                    ..
+                }
+            )),
+            "the old epoch's fast value is kept though node 4 is silent: {effects:?}"
+        );
+        let call = coord.call();
+        for from in [2, 3, 4] {
+            coord.handle_reply(1, call, from, Reply::Accepted { ballot }, 1);
+        }
+        let effects = drain(&mut coord);
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Send {
+                    request: Request::Decide { value: "a", .. },
+                    ..
+                }
+            )),
+            "{effects:?}"
+        );
+        assert!(!coord.is_done(), "not done before a majority recorded it");
+        let call = coord.call();
+        coord.handle_reply(1, call, 2, Reply::Ack, 1);
+        coord.handle_reply(1, call, 4, Reply::Ack, 1);
+        assert!(!coord.is_done());
+        coord.handle_reply(1, call, 3, Reply::Ack, 1);
+        assert_eq!(
+            coord.poll(),
+            Effect::Done(Outcome::Chosen {
+                value: "a",
+                recovered: true
+            })
+        );
+    }
+
+    #[test]
+    fn no_fast_attempt_in_a_transitional_epoch() {
+        let grown = Members::transitional([1, 2, 3, 4], [1, 2, 3]);
+        let mut coord = Coordinator::put(grown, "a", true, Limits::unbounded());
+        assert_eq!(coord.poll(), Effect::NeedBallot { above: 0 });
     }
 }

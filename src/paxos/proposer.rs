@@ -184,13 +184,14 @@ impl<V: Clone + PartialEq> Round<V> {
                 }
                 // Invariant 3: the value of the highest-ballot vote among the
                 // promises; the caller's own value only when there is none.
-                let (value, proposed) = match phase_two_value(promises, self.own.as_ref()) {
-                    Some(choice) => choice,
-                    None => {
-                        self.phase = Phase::Done;
-                        return Progress::Empty;
-                    }
-                };
+                let (value, proposed) =
+                    match phase_two_value(promises, self.own.as_ref(), &self.members) {
+                        Some(choice) => choice,
+                        None => {
+                            self.phase = Phase::Done;
+                            return Progress::Empty;
+                        }
+                    };
                 self.failed.clear();
                 self.phase = Phase::Accepting {
                     value: value.clone(),
@@ -268,19 +269,45 @@ impl<V: Clone + PartialEq> Round<V> {
 /// The value phase 2 proposes, from a majority's promises (invariant 3, with
 /// the fast-ballot rule of [`Round::start`]), and whether it is `own`;
 /// `None` when there is nothing to propose (no vote and no value of its own).
+///
+/// A fast value is kept when every promiser of the epoch's electorate carries
+/// it ([`Members::in_electorate`]): in a stable epoch that is every promiser;
+/// in a transitional one, only the members of the stable epoch before count
+/// (a member added since cast no fast vote, and its silence proves nothing).
+/// Consecutive epochs' majorities overlap, so some promiser is in it.
+/// The fast value every promiser of the electorate voted for, if they all
+/// voted for one (`None` when one of them did not, or none promised).
+pub(crate) fn unanimous_fast_vote<'a, V: PartialEq + 'a>(
+    promises: impl IntoIterator<Item = (&'a NodeId, &'a Option<Accepted<V>>)>,
+    members: &Members,
+) -> Option<&'a V> {
+    let mut found: Option<&V> = None;
+    for (id, promise) in promises {
+        if !members.in_electorate(*id) {
+            continue;
+        }
+        match promise {
+            Some(vote) if vote.ballot == Ballot::FAST => match found {
+                Some(value) if *value != vote.value => return None,
+                _ => found = Some(&vote.value),
+            },
+            _ => return None,
+        }
+    }
+    found
+}
+
 fn phase_two_value<V: Clone + PartialEq>(
     promises: &BTreeMap<NodeId, Option<Accepted<V>>>,
     own: Option<&V>,
+    members: &Members,
 ) -> Option<(V, bool)> {
     let highest = promises.values().flatten().max_by_key(|vote| vote.ballot);
     match highest {
         Some(vote) if vote.ballot != Ballot::FAST => return Some((vote.value.clone(), false)),
-        Some(vote) => {
-            let unanimous = promises
-                .values()
-                .all(|p| p.as_ref().is_some_and(|p| p.value == vote.value));
-            if unanimous {
-                return Some((vote.value.clone(), false));
+        Some(_) => {
+            if let Some(value) = unanimous_fast_vote(promises, members) {
+                return Some((value.clone(), false));
             }
         }
         None => {}

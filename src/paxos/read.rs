@@ -92,15 +92,19 @@ impl<V: Clone + PartialEq> ReadRound<V> {
 
     fn evaluate(&mut self, giving_up: bool) -> ReadProgress<V> {
         let quorum = self.members.quorum();
-        let everyone = self.members.len();
+        // A fast value is chosen with every vote of the epoch's electorate.
+        let everyone = self.members.electorate_len();
         let mut none = 0;
         // Votes in a classic ballot (one value each), and fast votes by value.
         let mut classic: BTreeMap<Ballot, (usize, &V)> = BTreeMap::new();
         let mut fast: Vec<(usize, &V)> = Vec::new();
-        for vote in self.votes.values() {
+        for (from, vote) in &self.votes {
             match vote {
                 None => none += 1,
                 Some(v) if v.ballot == Ballot::FAST => {
+                    if !self.members.in_electorate(*from) {
+                        continue;
+                    }
                     match fast.iter_mut().find(|(_, value)| **value == v.value) {
                         Some(entry) => entry.0 += 1,
                         None => fast.push((1, &v.value)),

@@ -31,6 +31,8 @@ use std::collections::BTreeMap;
 
 use super::ballot::{Ballot, NodeId};
 use super::messages::Accepted;
+use super::proposer::unanimous_fast_vote;
+use super::quorum::Members;
 
 /// How many times a member started over with a blank disk, plus one: the
 /// first incarnation of every member is 1.
@@ -97,27 +99,24 @@ impl Known {
 /// - the highest classic vote among them, if any: one ballot carries one
 ///   value, and accepting a proposal late is always allowed to an acceptor
 ///   that promised nothing higher;
-/// - else a fast vote only if every promiser carries that same value (a fast
-///   value is chosen only with every member's vote, so if any promiser lacks
-///   it, it was not chosen, and the promisers now refuse the fast ballot, so
-///   it never will be);
+/// - else a fast vote only if every promiser of the epoch's electorate
+///   carries that same value (a fast value is chosen only with every
+///   electorate member's vote, so if one of them lacks it, it was not chosen,
+///   and the promisers now refuse the fast ballot, so it never will be; see
+///   [`Members::in_electorate`]);
 /// - else nothing.
-pub fn rebuilt_vote<'a, V: Clone + PartialEq + 'a>(
-    promises: impl IntoIterator<Item = &'a Option<Accepted<V>>>,
+pub fn rebuilt_vote<V: Clone + PartialEq>(
+    promises: &BTreeMap<NodeId, Option<Accepted<V>>>,
+    members: &Members,
 ) -> Option<Accepted<V>> {
-    let promises: Vec<&Option<Accepted<V>>> = promises.into_iter().collect();
-    let highest = promises
-        .iter()
-        .copied()
-        .flatten()
-        .max_by_key(|v| v.ballot)?;
+    let highest = promises.values().flatten().max_by_key(|v| v.ballot)?;
     if highest.ballot != Ballot::FAST {
         return Some(highest.clone());
     }
-    let unanimous = promises
-        .iter()
-        .all(|p| p.as_ref().is_some_and(|p| p.value == highest.value));
-    unanimous.then(|| highest.clone())
+    unanimous_fast_vote(promises, members).map(|value| Accepted {
+        ballot: Ballot::FAST,
+        value: value.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -153,20 +152,38 @@ mod tests {
         );
     }
 
+    fn promises(
+        votes: &[Option<Accepted<&'static str>>],
+    ) -> BTreeMap<NodeId, Option<Accepted<&'static str>>> {
+        (1..).zip(votes.iter().cloned()).collect()
+    }
+
     #[test]
     fn rebuild_takes_the_highest_classic_vote() {
-        let promises = [vote(0, 0, "fast"), vote(3, 2, "b"), None, vote(2, 1, "a")];
-        assert_eq!(rebuilt_vote(&promises), vote(3, 2, "b"));
+        let promises = promises(&[vote(0, 0, "fast"), vote(3, 2, "b"), None, vote(2, 1, "a")]);
+        let members = Members::new([1, 2, 3, 4, 5]);
+        assert_eq!(rebuilt_vote(&promises, &members), vote(3, 2, "b"));
     }
 
     #[test]
     fn rebuild_takes_a_fast_vote_only_when_every_promiser_has_it() {
+        let members = Members::new([1, 2, 3]);
+        let x = vote(0, 0, "x");
         assert_eq!(
-            rebuilt_vote(&[vote(0, 0, "x"), vote(0, 0, "x")]),
-            vote(0, 0, "x")
+            rebuilt_vote(&promises(&[x.clone(), x.clone()]), &members),
+            x
         );
-        assert_eq!(rebuilt_vote(&[vote(0, 0, "x"), vote(0, 0, "y")]), None);
-        assert_eq!(rebuilt_vote(&[vote(0, 0, "x"), None]), None);
-        assert_eq!(rebuilt_vote::<&str>(&[None, None]), None);
+        assert_eq!(
+            rebuilt_vote(&promises(&[x.clone(), vote(0, 0, "y")]), &members),
+            None
+        );
+        assert_eq!(rebuilt_vote(&promises(&[x.clone(), None]), &members), None);
+        assert_eq!(
+            rebuilt_vote::<&str>(&promises(&[None, None]), &members),
+            None
+        );
+        // In a transitional epoch that added node 2, node 2's silence proves nothing.
+        let grown = Members::transitional([1, 2, 3, 4], [1, 3, 4]);
+        assert_eq!(rebuilt_vote(&promises(&[x.clone(), None]), &grown), x);
     }
 }

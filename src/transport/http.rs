@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::list::ListPeers;
 use super::wire::{
-    BatchMessage, BatchResponse, Envelope, FenceReply, FenceRequest, HelloRequest, PeerBatch,
-    ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+    BatchMessage, BatchResponse, ConfigReply, ConfigRequest, Envelope, FenceReply, FenceRequest,
+    HelloRequest, PeerBatch, ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES,
+    PROTOCOL_VERSION,
 };
 use super::{Answer, Control, ControlReply, Transport, TransportError};
 use crate::paxos::{Fence, NodeId, Request};
@@ -102,7 +103,9 @@ struct Link {
 /// Calls peers' `/v1/paxos/batch` route over pooled keep-alive connections.
 pub struct HttpTransport {
     shared: Arc<Shared>,
-    links: BTreeMap<NodeId, Link>,
+    /// One link per member; replaced when the membership changes
+    /// ([`Transport::set_peers`]).
+    links: RwLock<BTreeMap<NodeId, Arc<Link>>>,
     timeout: Duration,
 }
 
@@ -139,19 +142,7 @@ impl HttpTransport {
             .tcp_nodelay(true)
             .no_proxy()
             .build()?;
-        let mut links = BTreeMap::new();
-        for (&id, base) in peers {
-            let url = peer_url(id, base, "v1/paxos/batch")?;
-            links.insert(
-                id,
-                Link {
-                    peer: id,
-                    url,
-                    base: base.clone(),
-                    queue: OnceLock::new(),
-                },
-            );
-        }
+        let links = links_to(peers)?;
         let auth = token
             .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
             .transpose()
@@ -164,7 +155,7 @@ impl HttpTransport {
                 envelope: RwLock::new(Envelope::default()),
                 latency: options.latency,
             }),
-            links,
+            links: RwLock::new(links),
             timeout,
         })
     }
@@ -173,7 +164,7 @@ impl HttpTransport {
     /// client (one connection pool, the same TLS, timeout and token).
     pub fn list_peers(&self) -> Result<ListPeers, PeerClientError> {
         let mut urls = BTreeMap::new();
-        for (&id, link) in &self.links {
+        for (&id, link) in self.links.read().expect("poisoned").iter() {
             urls.insert(id, peer_url(id, &link.base, "v1/paxos/list")?);
         }
         Ok(ListPeers::new(
@@ -182,6 +173,36 @@ impl HttpTransport {
             urls,
             self.shared.auth.clone(),
         ))
+    }
+}
+
+/// A link to each of `peers`.
+fn links_to(
+    peers: &BTreeMap<NodeId, reqwest::Url>,
+) -> Result<BTreeMap<NodeId, Arc<Link>>, PeerClientError> {
+    let mut links = BTreeMap::new();
+    for (&id, base) in peers {
+        let url = peer_url(id, base, "v1/paxos/batch")?;
+        links.insert(
+            id,
+            Arc::new(Link {
+                peer: id,
+                url,
+                base: base.clone(),
+                queue: OnceLock::new(),
+            }),
+        );
+    }
+    Ok(links)
+}
+
+impl HttpTransport {
+    fn link(&self, to: NodeId) -> Result<Arc<Link>, TransportError> {
+        let links = self.links.read().expect("poisoned");
+        links
+            .get(&to)
+            .cloned()
+            .ok_or(TransportError::UnknownPeer(to))
     }
 }
 
@@ -201,7 +222,7 @@ impl Transport for HttpTransport {
         request: Request<Value>,
         fence: Fence,
     ) -> CallResult {
-        let link = self.links.get(&to).ok_or(TransportError::UnknownPeer(to))?;
+        let link = self.link(to)?;
         let queue = link.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(send_batches(
@@ -225,7 +246,8 @@ impl Transport for HttpTransport {
     }
 
     async fn control(&self, to: NodeId, message: Control) -> Result<ControlReply, TransportError> {
-        let link = self.links.get(&to).ok_or(TransportError::UnknownPeer(to))?;
+        let link = self.link(to)?;
+        let link = &*link;
         let envelope = self.shared.envelope.read().expect("poisoned").clone();
         let me = self.shared.me;
         match message {
@@ -252,6 +274,15 @@ impl Transport for HttpTransport {
                 check_version(reply.version)?;
                 Ok(ControlReply::Fenced(reply.recorded))
             }
+            Control::Config => {
+                let body = ConfigRequest {
+                    version: PROTOCOL_VERSION,
+                    from: me,
+                };
+                let reply: ConfigReply = self.post(link, "v1/paxos/config", &body).await?;
+                check_version(reply.version)?;
+                Ok(ControlReply::Config(reply))
+            }
             Control::Scan { after, limit } => {
                 let body = ScanRequest {
                     version: PROTOCOL_VERSION,
@@ -273,6 +304,30 @@ impl Transport for HttpTransport {
 
     fn set_envelope(&self, envelope: Envelope) {
         *self.shared.envelope.write().expect("poisoned") = envelope;
+    }
+
+    fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
+        let mut links = self.links.write().expect("poisoned");
+        for (&id, base) in peers {
+            let same = links.get(&id).is_some_and(|l| {
+                l.base.as_str().trim_end_matches('/') == base.trim_end_matches('/')
+            });
+            if same {
+                continue;
+            }
+            let link = reqwest::Url::parse(base)
+                .map_err(|e| e.to_string())
+                .and_then(|u| links_to(&BTreeMap::from([(id, u)])).map_err(|e| e.to_string()));
+            match link {
+                Ok(mut one) => {
+                    links.extend(std::mem::take(&mut one));
+                }
+                Err(e) => {
+                    tracing::error!(peer = id, url = %base, error = %e, "unusable member URL")
+                }
+            }
+        }
+        links.retain(|id, _| peers.contains_key(id));
     }
 }
 

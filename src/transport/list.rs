@@ -126,6 +126,9 @@ pub fn answer<S: Storage>(
         let exhausted = chunk.len() < SCAN_CHUNK;
         for (key, state) in chunk {
             cursor = Some(key.clone());
+            if crate::membership::is_internal(&key) {
+                continue; // the cluster's own registers are not client keys
+            }
             let Some(vote) = &state.accepted else {
                 continue; // a promise alone: nothing can be chosen here yet
             };

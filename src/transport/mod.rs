@@ -1,6 +1,7 @@
 //! How a node reaches its peers: the [`Transport`] trait, the HTTP client
 //! used in production and an in-memory network for deterministic tests.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::value::Value;
@@ -12,6 +13,7 @@ pub mod list;
 mod memory;
 pub mod wire;
 
+pub(crate) use http::post_json;
 pub use http::{HttpTransport, PeerClientError, PeerClientOptions};
 pub use memory::{Fate, MemoryNetwork, MemoryTransport, PeerHandler};
 pub use wire::{Envelope, HelloReply};
@@ -67,6 +69,8 @@ pub enum Control {
         /// The sender's new incarnation.
         incarnation: Incarnation,
     },
+    /// Which membership do you hold?
+    Config,
     /// A page of the keys you hold, after `after`.
     Scan {
         /// Exclusive start.
@@ -83,6 +87,8 @@ pub enum ControlReply {
     Hello(HelloReply),
     /// To [`Control::Fence`]: the incarnation now recorded for the sender.
     Fenced(Incarnation),
+    /// To [`Control::Config`].
+    Config(wire::ConfigReply),
     /// To [`Control::Scan`].
     Keys {
         /// The keys, in order.
@@ -120,5 +126,11 @@ pub trait Transport: Send + Sync + 'static {
     /// (the node calls it when it learns or changes them).
     fn set_envelope(&self, envelope: Envelope) {
         let _ = envelope;
+    }
+
+    /// Replaces the members reachable (id to base URL) when the membership
+    /// changes. Links to members that stay are kept.
+    fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
+        let _ = peers;
     }
 }

@@ -413,6 +413,33 @@ pub struct ScanReply {
     pub more: bool,
 }
 
+/// `POST /v1/paxos/config`: which membership do you hold? Answered to any
+/// holder of the cluster token, member or not: a node being added learns the
+/// cluster this way (`serve --join`), a lagging or removed one its fate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigRequest {
+    /// [`PROTOCOL_VERSION`] of the asker.
+    pub version: u32,
+    /// The asker (it may not be a member yet).
+    pub from: NodeId,
+}
+
+/// The answer to a [`ConfigRequest`]: the newest membership the answering
+/// node holds (always a chosen one, see `src/membership.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigReply {
+    /// [`PROTOCOL_VERSION`] of the answering node.
+    pub version: u32,
+    /// The answering node.
+    pub from: NodeId,
+    /// Its cluster id (empty while its cluster forms).
+    pub cluster: String,
+    /// Its membership.
+    pub config: crate::membership::MemberConfig,
+}
+
 /// A vote on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

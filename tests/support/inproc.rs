@@ -202,7 +202,8 @@ impl Cluster {
             id,
             listen: addr.to_string(),
             data_dir: data_dir.to_path_buf(),
-            peers: self.peers.clone(),
+            peers: Some(self.peers.clone()),
+            join: None,
             cluster_token: self.options.token.clone(),
             max_value_bytes: self.options.max_value_bytes,
             timing: TimingArgs {

@@ -136,7 +136,12 @@ impl NodeProc {
             .args(["--listen", &format!("127.0.0.1:{}", c.port)])
             .arg("--data-dir")
             .arg(&c.data_dir)
-            .args(["--peers", &c.peers])
+            // A node added online has no `--peers` (it takes `--join` in `extra`).
+            .args(if c.peers.is_empty() {
+                vec![]
+            } else {
+                vec!["--peers", c.peers.as_str()]
+            })
             .args(["--cluster-token", TOKEN])
             .args(&c.extra)
             .env(
@@ -379,6 +384,26 @@ impl Cluster {
         }
     }
 
+    /// A node with the next id, not started, that will join the cluster
+    /// through `join_url` (`serve --join`, no `--peers`): its port and data
+    /// directory are fixed now, so its URL can be given to
+    /// `members add` before it starts. Returns its id.
+    pub fn add_joining(&mut self, join_url: &str) -> u32 {
+        let id = self.nodes.len() as u32 + 1;
+        let mut extra = default_extra();
+        extra.extend(["--join".to_owned(), join_url.to_owned()]);
+        let config = NodeConfig {
+            id,
+            port: free_port(),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            peers: String::new(),
+            extra,
+        };
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.push(NodeProc::new(config, log));
+        id
+    }
+
     /// Node `id`.
     pub fn node(&mut self, id: u32) -> &mut NodeProc {
         &mut self.nodes[(id - 1) as usize]
@@ -612,5 +637,94 @@ pub fn delete_all_but_identity(dir: &Path) {
         } else {
             std::fs::remove_file(&path).expect("remove");
         }
+    }
+}
+
+/// Runs `paxos-kv members --url BASE [--cluster-token TOKEN] ARGS...`
+/// (`token` false: without one); its exit code, stdout and stderr.
+pub async fn members_cli(base: &str, token: bool, args: &[&str]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_paxos-kv"));
+    command
+        .args(["members", "--url", base])
+        .env_remove("PAXOS_KV_CLUSTER_TOKEN")
+        .kill_on_drop(true);
+    if token {
+        command.args(["--cluster-token", TOKEN]);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(180), command.args(args).output())
+        .await
+        .expect("the CLI finishes")
+        .expect("the CLI runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `GET /v1/members` on `base` with the cluster token: the status and JSON.
+pub async fn members(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<(u16, serde_json::Value), String> {
+    let r = client
+        .get(format!("{base}/v1/members"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((status, json))
+}
+
+/// `POST /v1/members {"id":ID,"url":URL}` (`Some(url)`) or
+/// `DELETE /v1/members/ID` (`None`) on `base` with the cluster token: the
+/// status and the body (JSON when it parses, else the text).
+pub async fn change_members(
+    client: &reqwest::Client,
+    base: &str,
+    id: u32,
+    url: Option<&str>,
+) -> Result<(u16, serde_json::Value), String> {
+    let request = match url {
+        Some(url) => client
+            .post(format!("{base}/v1/members"))
+            .json(&serde_json::json!({ "id": id, "url": url })),
+        None => client.delete(format!("{base}/v1/members/{id}")),
+    };
+    let r = request
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((status, json))
+}
+
+/// A PUT's answer as the history checker sees it (`tests/support/history.rs`):
+/// 201 created, 200 already chosen, 409 the other value; anything else may
+/// or may not have taken effect.
+pub fn put_ret(answer: &Answer) -> super::history::Ret<bytes::Bytes> {
+    use super::history::Ret;
+    match answer {
+        Answer::Status(201, _) => Ret::Created,
+        Answer::Status(200, _) => Ret::AlreadyChosen,
+        Answer::Status(409, body) => Ret::Conflict(body.clone()),
+        _ => Ret::Unknown,
+    }
+}
+
+/// A GET's answer as the history checker sees it: 200 the value, 404 empty,
+/// anything else unknown.
+pub fn get_ret(answer: &Answer) -> super::history::Ret<bytes::Bytes> {
+    use super::history::Ret;
+    match answer {
+        Answer::Status(200, body) => Ret::Found(body.clone()),
+        Answer::Status(404, _) => Ret::NotFound,
+        _ => Ret::Unknown,
     }
 }
