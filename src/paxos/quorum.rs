@@ -7,7 +7,7 @@
 //! members and the fast ballot open again. Two things in the core depend on
 //! which kind of epoch a request runs in, and both live here:
 //! - whether a fast attempt may be made at all ([`Members::fast_allowed`]);
-//! - whose fast votes can have made a value chosen ([`Members::electorate`]):
+//! - whose fast votes can have made a value chosen ([`Members::in_electorate`]):
 //!   in a stable epoch, its own members (a fast value needs every member's
 //!   vote); in a transitional one, the members of the stable epoch before it,
 //!   the only epoch in which fast votes not yet swept were cast.
