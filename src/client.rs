@@ -106,6 +106,18 @@ fn reason(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
+/// Sends `request` to the node at `base`: its status and body, or why it
+/// could not be reached.
+async fn exchange(base: &str, request: reqwest::RequestBuilder) -> Result<(u16, Bytes), String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
 fn fail(message: impl std::fmt::Display) -> u8 {
     eprintln!("paxos-kv: {message}");
     FAILED
@@ -115,15 +127,7 @@ fn fail(message: impl std::fmt::Display) -> u8 {
 pub async fn put(base: &str, key: &str, value: Vec<u8>, access: &ClientAccess) -> u8 {
     let result = async {
         let url = url_for(base, key)?;
-        let response = client(access)?
-            .put(url)
-            .body(value)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, body))
+        exchange(base, client(access)?.put(url).body(value)).await
     }
     .await;
     match result {
@@ -157,14 +161,7 @@ pub async fn get(base: &str, key: &str, wait: Option<Duration>, access: &ClientA
         if let Some(wait) = wait {
             url.push_str(&format!("?wait={}ms", wait.as_millis()));
         }
-        let response = client_for(access, wait.unwrap_or_default())?
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, body))
+        exchange(base, client_for(access, wait.unwrap_or_default())?.get(url)).await
     }
     .await;
     match result {
@@ -360,13 +357,7 @@ pub async fn members(
                 .json(&serde_json::json!({ "id": id, "url": url })),
             MembersCommand::Remove { id } => client.delete(format!("{root}/v1/members/{id}")),
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {base}: {}", error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, body))
+        exchange(base, request).await
     }
     .await;
     match result {

@@ -667,8 +667,13 @@ pub async fn members(
     client: &reqwest::Client,
     base: &str,
 ) -> Result<(u16, serde_json::Value), String> {
-    let r = client
-        .get(format!("{base}/v1/members"))
+    with_token(client.get(format!("{base}/v1/members"))).await
+}
+
+/// Sends `request` with the cluster token: the status and the body (JSON
+/// when it parses, else the text).
+async fn with_token(request: reqwest::RequestBuilder) -> Result<(u16, serde_json::Value), String> {
+    let r = request
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -694,15 +699,7 @@ pub async fn change_members(
             .json(&serde_json::json!({ "id": id, "url": url })),
         None => client.delete(format!("{base}/v1/members/{id}")),
     };
-    let r = request
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    let text = r.text().await.map_err(|e| e.to_string())?;
-    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    Ok((status, json))
+    with_token(request).await
 }
 
 /// A PUT's answer as the history checker sees it (`tests/support/history.rs`):
