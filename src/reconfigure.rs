@@ -123,28 +123,14 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> Result<MemberConfig, ReconfigureError> {
         let current = self.config();
         let next = current.change(&change)?;
-        let outcome = self
-            .put(
-                &membership::register(next.epoch),
-                Bytes::from(next.encode()),
-            )
-            .await?;
-        match outcome {
-            PutOutcome::Created | PutOutcome::AlreadyChosen => {
-                self.adopt(next.clone()).await?;
-                // The other members adopt it from this node's announce: a
-                // moment later, not before this line.
-            }
-            PutOutcome::Conflict(other) => {
-                let other = MemberConfig::decode(&other)
-                    .map_err(|e| ReconfigureError::Unfinished(format!("bad register: {e}")))?;
-                let members = other.members.keys().copied().collect();
-                self.adopt(other).await?;
-                return Err(ReconfigureError::Raced {
-                    epoch: next.epoch,
-                    members,
-                });
-            }
+        // The other members adopt it from this node's announce: a moment
+        // later, not before this line.
+        let chosen = self.propose(&next).await?;
+        if chosen != next {
+            return Err(ReconfigureError::Raced {
+                epoch: next.epoch,
+                members: chosen.members.keys().copied().collect(),
+            });
         }
         // Finish it here while the client waits; a change that cannot finish
         // in time is finished in the background (`reconcile`).
@@ -207,22 +193,32 @@ impl<S: Storage, T: Transport> Node<S, T> {
             if self.config().epoch != config.epoch {
                 continue;
             }
-            let stable = config.stabilized();
-            let outcome = self
-                .put(
-                    &membership::register(stable.epoch),
-                    Bytes::from(stable.encode()),
-                )
-                .await?;
-            let chosen = match outcome {
-                PutOutcome::Created | PutOutcome::AlreadyChosen => stable,
-                // Only the stable successor is ever proposed for this epoch,
-                // but trust what is chosen, whatever it is.
-                PutOutcome::Conflict(other) => MemberConfig::decode(&other)
-                    .map_err(|e| ReconfigureError::Unfinished(format!("bad register: {e}")))?,
-            };
-            self.adopt(chosen).await?;
+            // Only the stable successor is ever proposed for this epoch,
+            // but `propose` adopts what is chosen, whatever it is.
+            self.propose(&config.stabilized()).await?;
         }
+    }
+
+    /// Proposes `config` for its epoch's register and adopts whichever
+    /// configuration is chosen there (this one, or a concurrent change's),
+    /// which it returns.
+    async fn propose(
+        self: &Arc<Self>,
+        config: &MemberConfig,
+    ) -> Result<MemberConfig, ReconfigureError> {
+        let outcome = self
+            .put(
+                &membership::register(config.epoch),
+                Bytes::from(config.encode()),
+            )
+            .await?;
+        let chosen = match outcome {
+            PutOutcome::Created | PutOutcome::AlreadyChosen => config.clone(),
+            PutOutcome::Conflict(other) => MemberConfig::decode(&other)
+                .map_err(|e| ReconfigureError::Unfinished(format!("bad register: {e}")))?,
+        };
+        self.adopt(chosen.clone()).await?;
+        Ok(chosen)
     }
 
     /// Every key through the quorums of `config` (module docs, step 3).
