@@ -216,11 +216,11 @@ async fn peer_batch<S: Storage, T: Transport>(
     let mut requests = Vec::with_capacity(batch.messages.len());
     for message in batch.messages {
         check_message(state, &message.key, message.value.as_ref())?;
-        requests.push(
-            message
-                .into_request(batch.version)
-                .map_err(ApiError::BadPeerMessage)?,
-        );
+        let lazy = message.lazy;
+        let (key, request, fence) = message
+            .into_request(batch.version)
+            .map_err(ApiError::BadPeerMessage)?;
+        requests.push((key, request, fence, lazy));
     }
     let incarnation = node.incarnation();
     let replies = node

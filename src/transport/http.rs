@@ -25,7 +25,7 @@ use super::wire::{
     PROTOCOL_VERSION,
 };
 use super::{Answer, Control, ControlReply, Transport, TransportError};
-use crate::paxos::{Fence, NodeId, Request};
+use crate::paxos::{Ballot, Fence, NodeId, Request};
 
 /// Batches in flight to one peer at a time.
 pub const IN_FLIGHT: usize = 2;
@@ -197,6 +197,31 @@ fn links_to(
 }
 
 impl HttpTransport {
+    /// Queues `message` on `to`'s link (batched with others) and waits for
+    /// its answer, at most the call timeout.
+    async fn send(&self, to: NodeId, message: BatchMessage) -> CallResult {
+        let link = self.link(to)?;
+        let queue = link.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_batches(
+                self.shared.clone(),
+                link.peer,
+                link.url.clone(),
+                rx,
+            ));
+            tx
+        });
+        let (done, reply) = oneshot::channel();
+        queue
+            .send(Queued { message, done })
+            .map_err(|_| TransportError::Unreachable("the peer link is closed".into()))?;
+        match tokio::time::timeout(self.timeout, reply).await {
+            Err(_) => Err(TransportError::Timeout),
+            Ok(Err(_)) => Err(TransportError::Unreachable("the peer link closed".into())),
+            Ok(Ok(result)) => result,
+        }
+    }
+
     fn link(&self, to: NodeId) -> Result<Arc<Link>, TransportError> {
         let links = self.links.read().expect("poisoned");
         links
@@ -222,27 +247,12 @@ impl Transport for HttpTransport {
         request: Request<Value>,
         fence: Fence,
     ) -> CallResult {
-        let link = self.link(to)?;
-        let queue = link.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(send_batches(
-                self.shared.clone(),
-                link.peer,
-                link.url.clone(),
-                rx,
-            ));
-            tx
-        });
-        let (done, reply) = oneshot::channel();
-        let message = BatchMessage::new(key, request, fence);
-        queue
-            .send(Queued { message, done })
-            .map_err(|_| TransportError::Unreachable("the peer link is closed".into()))?;
-        match tokio::time::timeout(self.timeout, reply).await {
-            Err(_) => Err(TransportError::Timeout),
-            Ok(Err(_)) => Err(TransportError::Unreachable("the peer link closed".into())),
-            Ok(Ok(result)) => result,
-        }
+        self.send(to, BatchMessage::new(key, request, fence)).await
+    }
+
+    async fn announce(&self, to: NodeId, key: &str, ballot: Ballot, value: Value) -> CallResult {
+        self.send(to, BatchMessage::announce(key, ballot, value))
+            .await
     }
 
     async fn control(&self, to: NodeId, message: Control) -> Result<ControlReply, TransportError> {

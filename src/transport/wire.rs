@@ -169,6 +169,13 @@ pub struct BatchMessage {
     /// On a classic accept: each promiser of the round and its incarnation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<BTreeMap<NodeId, Incarnation>>,
+    /// On a decide that a coordinator announces (fire and forget, its
+    /// answer dropped): the acceptor may record it without waiting for a
+    /// disk sync (docs/design.md, "Durability: what is synced before a
+    /// reply"). Absent (false) means durable before the answer, as every
+    /// other message, and as every message of a release before this field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
 }
 
 impl BatchMessage {
@@ -193,6 +200,16 @@ impl BatchMessage {
             value,
             writer,
             fence: (!fence.is_empty()).then_some(fence.0),
+            lazy: false,
+        }
+    }
+
+    /// The announce of `value`, chosen in `ballot`: a decide marked
+    /// [`BatchMessage::lazy`].
+    pub fn announce(key: &str, ballot: Ballot, value: Value) -> Self {
+        BatchMessage {
+            lazy: true,
+            ..BatchMessage::new(key, Request::Decide { ballot, value }, Fence::default())
         }
     }
 
@@ -232,6 +249,9 @@ impl BatchMessage {
         };
         if self.fence.is_some() && op != Op::Accept {
             return Err(format!("{} carries no fence", op.name()));
+        }
+        if self.lazy && op != Op::Decide {
+            return Err(format!("{} is never lazy", op.name()));
         }
         let request = match op {
             Op::Prepare => Request::Prepare { ballot: ballot()? },
@@ -680,6 +700,38 @@ mod tests {
         let forged = BatchMessage {
             fence: Some(fence.0),
             ..prepare
+        };
+        assert!(forged.into_request(PROTOCOL_VERSION).is_err());
+    }
+
+    /// An announce says it is lazy; every other message leaves the field
+    /// out, so its JSON is what releases before the field sent, and a
+    /// message without it (any older sender) is durable.
+    #[test]
+    fn only_an_announce_is_lazy_and_the_default_is_durable() {
+        let value = Value {
+            writer: 7,
+            bytes: Bytes::from_static(b"hi"),
+        };
+        let ballot = Ballot::new(3, 1);
+        let announce = BatchMessage::announce("k", ballot, value.clone());
+        let json = serde_json::to_string(&announce).unwrap();
+        assert!(json.contains(r#""lazy":true"#), "{json}");
+        let back: BatchMessage = serde_json::from_str(&json).unwrap();
+        assert!(back.lazy);
+        let decide = Request::Decide { ballot, value };
+        let durable = BatchMessage::new("k", decide.clone(), Fence::default());
+        let json = serde_json::to_string(&durable).unwrap();
+        assert!(!json.contains("lazy"), "{json}");
+        let back: BatchMessage = serde_json::from_str(&json).unwrap();
+        assert!(!back.lazy);
+        assert_eq!(
+            back.into_request(PROTOCOL_VERSION).unwrap(),
+            ("k".to_string(), decide, Fence::default())
+        );
+        let forged = BatchMessage {
+            lazy: true,
+            ..prepare(1)
         };
         assert!(forged.into_request(PROTOCOL_VERSION).is_err());
     }
