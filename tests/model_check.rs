@@ -105,8 +105,9 @@
 //! Accept below the promise, reply before the state is saved, a quorum read
 //! by value alone, a second fast vote (caught in 7 steps as a chosen fast
 //! value lost from disk), an accept recorded lazily like an announced decide
-//! (issue 13: caught in 11 steps as "chosen is durable", 2,121 states; as a
-//! GET that misses an answered PUT in 18 steps, 184,352 states), and the
+//! (issue 13: caught in 11 steps as "chosen is durable", about 2,100 states;
+//! as a GET that misses an answered PUT in 18 steps, 81,000 to 185,000
+//! states: the two-thread search stops at the first it finds), and the
 //! ballot clock restored from zero; the first two
 //! are searched again without "chosen is durable", which catches them
 //! first, to show they also break agreement and linearizability. The last is
