@@ -117,7 +117,8 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Tells `to` that `value` was chosen in `ballot`, for
     /// `Node::announce`: fire and forget, so the peer may record it without
-    /// a disk sync (`BatchMessage::lazy` on the wire). The default sends an
+    /// a disk sync (the `x-paxos-kv-lazy` header on the wire,
+    /// [`wire::LAZY_HEADER`]). The default sends an
     /// ordinary decide, durable before its answer.
     fn announce(
         &self,
