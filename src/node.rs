@@ -20,7 +20,7 @@ use crate::identity::{Identity, IdentityError, META_NAME};
 use crate::metrics::{inc, Metrics};
 use crate::paxos::{
     acceptor, Ballot, BallotClock, Coordinator, Count, Effect, Fault, Fence, Incarnation, Limits,
-    Members, NodeId, Outcome, Request, Step, Time,
+    Members, NodeId, Outcome, Reply, Request, Step, Time,
 };
 use crate::storage::{Storage, StorageError};
 use crate::transport::{
@@ -558,7 +558,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
         request: Request<Value>,
         fence: Fence,
     ) -> Result<Answer, AcceptorError> {
-        let step = self.spawn_step(key.to_owned(), request, fence, None)?;
+        let step = self.spawn_step(key.to_owned(), request, fence, None, false)?;
         join_step(step).await
     }
 
@@ -566,15 +566,20 @@ impl<S: Storage, T: Transport> Node<S, T> {
     /// batch): they run concurrently, so their writes share group commits;
     /// the replies come back in order.
     /// Every request is checked again, under its key's lock, against this
-    /// node's epoch (`epoch` is the sender's, invariant 10).
+    /// node's epoch (`epoch` is the sender's, invariant 10). A request
+    /// marked `lazy` (an announced decide) is recorded without waiting for
+    /// a disk sync (see `Node::announce` and docs/design.md, "Durability: what is
+    /// synced before a reply").
     pub async fn handle_acceptor_batch(
         self: &Arc<Self>,
-        requests: Vec<(String, Request<Value>, Fence)>,
+        requests: Vec<(String, Request<Value>, Fence, bool)>,
         epoch: u64,
     ) -> Vec<Result<Answer, AcceptorError>> {
         let steps: Vec<_> = requests
             .into_iter()
-            .map(|(key, request, fence)| self.spawn_step(key, request, fence, Some(epoch)))
+            .map(|(key, request, fence, lazy)| {
+                self.spawn_step(key, request, fence, Some(epoch), lazy)
+            })
             .collect();
         let mut replies = Vec::with_capacity(steps.len());
         for step in steps {
@@ -588,13 +593,15 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Runs one acceptor step in its own task (see [`Node::handle_acceptor`]),
     /// or refuses at once: when this node does not serve, or has
-    /// [`MAX_ACCEPTOR_STEPS`] steps in progress already.
+    /// [`MAX_ACCEPTOR_STEPS`] steps in progress already. `lazy`: see
+    /// [`Node::acceptor_step`].
     fn spawn_step(
         self: &Arc<Self>,
         key: String,
         request: Request<Value>,
         fence: Fence,
         epoch: Option<u64>,
+        lazy: bool,
     ) -> Result<StepHandle, AcceptorError> {
         if let Some(why) = self.health.borrow().reason() {
             return Err(AcceptorError::NotServing(why.to_owned()));
@@ -614,7 +621,7 @@ impl<S: Storage, T: Transport> Node<S, T> {
             _ => None,
         };
         Ok(tokio::spawn(async move {
-            let answer = node.acceptor_step(&key, request, &fence, epoch).await;
+            let answer = node.acceptor_step(&key, request, &fence, epoch, lazy).await;
             node.events.stepped(heard, &answer);
             drop(slot);
             if let (Some(config), Ok(_)) = (learned, &answer) {
@@ -629,13 +636,29 @@ impl<S: Storage, T: Transport> Node<S, T> {
         }))
     }
 
+    /// One acceptor step under the key's lock: load, `acceptor::handle_in`,
+    /// store, answer.
+    ///
+    /// `lazy` (an announced decide, whose answer nobody reads): a new state
+    /// is stored with [`Storage::store_lazy`], applied but not synced; it
+    /// is durable with the next group commit, and a crash before that
+    /// loses only the decided flag (docs/design.md, "Durability: what is
+    /// synced before a reply"). Not for a decide of a membership register:
+    /// the node adopts the membership it names, so it stays durable.
+    /// Every other step is durable before its answer, and an answer that
+    /// rests on a decided flag (`Reply::Decided`, which a sweep counts as
+    /// recorded) waits for [`Storage::settle`]: that flag may be lazy.
     async fn acceptor_step(
         &self,
         key: &str,
         request: Request<Value>,
         fence: &Fence,
         epoch: Option<u64>,
+        lazy: bool,
     ) -> Result<Answer, AcceptorError> {
+        let lazy = lazy
+            && matches!(request, Request::Decide { .. })
+            && !crate::membership::is_internal(key);
         inc(&self.metrics.acceptor_requests);
         let _guard = self.key_lock(key).lock().await;
         let (incarnation, fast_open) = {
@@ -667,7 +690,24 @@ impl<S: Storage, T: Transport> Node<S, T> {
             .load(key)
             .inspect_err(|_| self.storage_failed())?;
         let reply = match acceptor::handle_in(&state, request, fast_open) {
+            Step::Reply(reply @ Reply::Decided { .. }) if !lazy => {
+                self.storage
+                    .settle()
+                    .await
+                    .inspect_err(|_| self.storage_failed())?;
+                reply
+            }
             Step::Reply(reply) => reply,
+            Step::Persist(persist) if lazy => {
+                self.storage
+                    .store_lazy(key, persist.state())
+                    .await
+                    .inspect_err(|_| self.storage_failed())?;
+                self.waiters.notify(key);
+                // Not durable: only the announcer gets this answer, and it
+                // drops it.
+                persist.reply_once_durable().1
+            }
             Step::Persist(persist) => {
                 self.storage
                     .store(key, persist.state())
@@ -1021,19 +1061,9 @@ impl<S: Storage, T: Transport> Node<S, T> {
         micros(Duration::from_micros(ceiling).mul_f64(rng.random_range(0.5..=1.0)))
     }
 
-    /// Sends `request` to every member (this node included) concurrently and
-    /// streams back replies as they come. Calls still running when the
-    /// receiver is dropped finish in the background.
-    pub(crate) fn broadcast(
-        self: &Arc<Self>,
-        key: &Arc<str>,
-        request: Request<Value>,
-        fence: Fence,
-    ) -> mpsc::UnboundedReceiver<(NodeId, CallResult)> {
-        self.send_to(self.members().iter(), key, request, fence)
-    }
-
-    /// [`Node::broadcast`] to `to` only.
+    /// Sends `request` to each member of `to` (this node may be one)
+    /// concurrently and streams back replies as they come. Calls still
+    /// running when the receiver is dropped finish in the background.
     pub(crate) fn send_to(
         self: &Arc<Self>,
         to: impl Iterator<Item = NodeId>,
@@ -1081,13 +1111,19 @@ impl<S: Storage, T: Transport> Node<S, T> {
     ) -> CallResult {
         if to == self.id {
             // Stamped with this node's current epoch, like the transport's.
-            let step = self.spawn_step(key.to_owned(), request, fence, Some(self.epoch()));
+            let step = self.spawn_step(key.to_owned(), request, fence, Some(self.epoch()), false);
             return match step {
                 Ok(step) => join_step(step).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
         }
-        match self.transport.call(to, key, request, fence).await {
+        let result = self.transport.call(to, key, request, fence).await;
+        self.note_answer(to, result)
+    }
+
+    /// Records when `to` last answered, or counts its failure.
+    fn note_answer(&self, to: NodeId, result: Result<Answer, TransportError>) -> CallResult {
+        match result {
             Ok(answer) => {
                 let mut seen = self.last_seen.lock().expect("poisoned");
                 seen.insert(to, std::time::Instant::now());
@@ -1103,8 +1139,53 @@ impl<S: Storage, T: Transport> Node<S, T> {
 
     /// Tells every member (this node too) that `value` is chosen in
     /// `ballot`, fire and forget, so later GETs anywhere are local.
+    ///
+    /// The decide rides lazily (`Node::acceptor_step`): each member applies
+    /// it without waiting for a disk sync. The value is already durable at
+    /// a majority through their accepts, so a decided flag a crash loses
+    /// costs only a later quorum read; syncing it would put a disk sync on
+    /// the path of the next request (docs/design.md, "Durability: what is
+    /// synced before a reply"). A decide whose answer is counted (the
+    /// sweep of a membership change) is a `Send` of the coordinator and
+    /// goes through [`Node::send_to`], durable.
     fn announce(self: &Arc<Self>, key: &Arc<str>, ballot: Ballot, value: Value) {
-        drop(self.broadcast(key, Request::Decide { ballot, value }, Fence::default()));
+        let request = Request::Decide { ballot, value };
+        let req = crate::events::current_request();
+        for member in self.members().iter() {
+            let (node, key, request) = (self.clone(), key.clone(), request.clone());
+            tokio::spawn(in_request(req, async move {
+                let sent = node.events.sent(member, &key, &request);
+                let result = node.call_lazy(member, &key, request).await;
+                node.events.replied(sent, &result);
+            }));
+        }
+    }
+
+    /// [`Node::call_member`] for an announced decide: recorded lazily.
+    async fn call_lazy(
+        self: &Arc<Self>,
+        to: NodeId,
+        key: &str,
+        request: Request<Value>,
+    ) -> CallResult {
+        if to == self.id {
+            let step = self.spawn_step(
+                key.to_owned(),
+                request,
+                Fence::default(),
+                Some(self.epoch()),
+                true,
+            );
+            return match step {
+                Ok(step) => join_step(step).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let Request::Decide { ballot, value } = request else {
+            return self.call_member(to, key, request, Fence::default()).await;
+        };
+        let result = self.transport.announce(to, key, ballot, value).await;
+        self.note_answer(to, result)
     }
 }
 
@@ -1172,7 +1253,6 @@ impl<S: Storage, T: Transport> PeerHandler for Node<S, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paxos::Reply;
     use crate::storage::MemoryStorage;
     use crate::transport::MemoryNetwork;
 

@@ -31,7 +31,8 @@ use paxos_kv::paxos::{Accepted, Ballot, Fence, Members, Reply, Request};
 use paxos_kv::server::{prepare, Limits, ProdNode, RunningServer};
 use paxos_kv::storage::{MemoryStorage, Storage};
 use paxos_kv::transport::wire::{
-    BatchMessage, BatchReply, BatchResponse, Op, PeerBatch, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+    BatchMessage, BatchReply, BatchResponse, Op, PeerBatch, LAZY_HEADER, MAX_BATCH_MESSAGES,
+    PROTOCOL_VERSION,
 };
 use paxos_kv::transport::Envelope;
 use paxos_kv::transport::MemoryNetwork;
@@ -1770,6 +1771,98 @@ async fn forged_peer_messages_are_refused_and_change_nothing() {
         .await
         .expect("GET");
     assert_eq!(get.bytes().await.expect("body").as_ref(), b"evil");
+    cluster.stop().await;
+}
+
+/// docs/api.md "Peer protocol": the `x-paxos-kv-lazy` header of a batch
+/// (which of its messages are announced decides, recorded without a sync)
+/// is checked like the body. A malformed value (not a list of indexes, not
+/// ascending, past the batch, naming a prepare, or a second header) is
+/// refused whole with a 400 JSON error naming the header, and nothing of
+/// the batch is applied: no write, no sync. A batch without the header (as
+/// the previous release sends it) and one with a good header are obeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_lazy_header_is_refused_and_changes_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(
+        Setup {
+            nodes: 3,
+            ..Setup::default()
+        },
+        root.path(),
+    )
+    .await;
+    let client = http();
+    let bearer = format!("Bearer {TOKEN}");
+    let to = cluster.node(3);
+    let envelope = envelope_of(cluster.node(2));
+    let batch = |key: &str| {
+        let decide = Request::Decide {
+            ballot: Ballot::new(1, 2),
+            value: Value {
+                writer: 5,
+                bytes: Bytes::from(format!("{key}-value")),
+            },
+        };
+        let prepare = Request::Prepare {
+            ballot: Ballot::new(1, 2),
+        };
+        PeerBatch::new(
+            2,
+            &envelope,
+            vec![
+                BatchMessage::new(key, decide, Fence::default()),
+                BatchMessage::new(&format!("{key}-p"), prepare, Fence::default()),
+            ],
+        )
+    };
+    let post = |key: &str, headers: &[&str]| {
+        let mut builder = client
+            .post(to.url("/v1/paxos/batch"))
+            .header("authorization", &bearer)
+            .json(&batch(key));
+        for value in headers {
+            builder = builder.header(LAZY_HEADER, *value);
+        }
+        builder.send()
+    };
+    let syncs = to.node.storage().sync_count();
+    let malformed: [&[&str]; 8] = [
+        &[""],
+        &["x"],
+        &["0,"],
+        &["-0"],
+        &["2"],
+        &["1"],
+        &["0,0"],
+        &["0", "0"],
+    ];
+    for headers in malformed {
+        let raw = to_raw(post("lazy/bad", headers).await.expect("answers")).await;
+        assert_eq!(raw.status, 400, "{headers:?}: {raw:?}");
+        let error = json_error(&raw).expect("JSON error");
+        assert!(error.contains(LAZY_HEADER), "{headers:?}: {error}");
+    }
+    assert_eq!(
+        to.node.storage().sync_count(),
+        syncs,
+        "a refused batch wrote"
+    );
+    for key in ["lazy/bad", "lazy/bad-p"] {
+        assert_eq!(
+            to.node.storage().load(key).expect("load"),
+            Default::default()
+        );
+    }
+    // Control: the same batch without the header, and with a good one.
+    for (key, headers) in [("lazy/durable", &[][..]), ("lazy/lazy", &["0"][..])] {
+        let response = post(key, headers).await.expect("answers");
+        assert_eq!(response.status().as_u16(), 200, "{headers:?}");
+        let answer: BatchResponse = response.json().await.expect("a batch answer");
+        let replies = answer.into_replies(2).expect("two replies");
+        assert!(replies.iter().all(Result::is_ok), "{replies:?}");
+        assert!(to.node.storage().load(key).expect("load").decided, "{key}");
+    }
     cluster.stop().await;
 }
 

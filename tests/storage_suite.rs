@@ -578,6 +578,56 @@ async fn scan_pages_by_prefix_in_key_order<B: Backend>(backend: &B) {
     assert_eq!(s.load_meta("other").unwrap(), None);
 }
 
+/// `store_lazy` (an announced decide, docs/design.md "Durability: what is
+/// synced before a reply"): the state is visible to the next load at once;
+/// lazy and durable writes of one key stay in order, whatever their sizes
+/// (a lazy chunked value replaced by a durable inline one, and back); after
+/// `settle` everything is durable and survives a restart.
+async fn lazy_writes_are_visible_at_once_and_kept_in_order<B: Backend>(backend: &B) {
+    let big = |w: u64| value(w, noise(10_000, w));
+    let decided = voted(b(3, 1), b(3, 1), big(1), true);
+    let small = voted(b(4, 2), b(4, 2), value(2, "small"), false);
+    let big_again = voted(b(5, 3), b(5, 3), big(3), true);
+    {
+        let s = backend.open();
+        s.store_lazy("lazy/a", &decided).await.unwrap();
+        assert_state(&load(&s, "lazy/a"), &decided, "after a lazy store");
+        store(&s, "lazy/a", &small).await;
+        assert_state(
+            &load(&s, "lazy/a"),
+            &small,
+            "a durable store after a lazy one",
+        );
+        s.store_lazy("lazy/a", &big_again).await.unwrap();
+        assert_state(
+            &load(&s, "lazy/a"),
+            &big_again,
+            "a lazy store after a durable one",
+        );
+        for i in 0..20u64 {
+            let state = voted(b(i + 1, 1), b(i + 1, 1), value(i, noise(100, i)), true);
+            s.store_lazy(&format!("lazy/many/{i}"), &state)
+                .await
+                .unwrap();
+        }
+        s.settle().await.unwrap();
+    }
+    let s = backend.open();
+    assert_state(
+        &load(&s, "lazy/a"),
+        &big_again,
+        "after settle and a restart",
+    );
+    for i in 0..20u64 {
+        let state = voted(b(i + 1, 1), b(i + 1, 1), value(i, noise(100, i)), true);
+        assert_state(
+            &load(&s, &format!("lazy/many/{i}")),
+            &state,
+            "after a restart",
+        );
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         /// The suite over real sled in a temp dir.
@@ -613,6 +663,7 @@ suite!(
     state_survives_a_restart,
     one_mib_value_survives_a_restart,
     scan_pages_by_prefix_in_key_order,
+    lazy_writes_are_visible_at_once_and_kept_in_order,
 );
 
 // ---------------------------------------------------------------------------
@@ -926,4 +977,25 @@ async fn sled_fails_stop_and_resets_into_a_fresh_database() {
     };
     assert_state(&load(&s, "after"), &fresh, "after a reopen");
     assert_state(&load(&s, "before"), &State::default(), "still gone");
+}
+
+/// A sled store with lazy writes and nothing else to do syncs them by
+/// itself (its idle group commit), without a `settle`: the sync count
+/// grows with no further write (polled with a deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_syncs_lazy_writes_of_an_idle_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = SledStorage::open(dir.path()).unwrap();
+    let before = s.sync_count();
+    let state = voted(b(1, 1), b(1, 1), value(1, "v"), true);
+    s.store_lazy("idle", &state).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.sync_count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lazy writes of an idle node never synced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_state(&load(&s, "idle"), &state, "after the idle sync");
 }

@@ -24,8 +24,9 @@ use crate::storage::Storage;
 use crate::tls::PeerCertificate;
 use crate::transport::list::ListRequest;
 use crate::transport::wire::{
-    Base64, BatchReply, BatchResponse, ConfigRequest, FenceReply, FenceRequest, HelloRequest,
-    PeerBatch, ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
+    parse_lazy_header, Base64, BatchReply, BatchResponse, ConfigRequest, FenceReply, FenceRequest,
+    HelloRequest, PeerBatch, ScanReply, ScanRequest, BATCH_VALUE_BYTES, LAZY_HEADER,
+    MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
 };
 use crate::transport::{Control, ControlReply, Transport};
 
@@ -77,7 +78,7 @@ pub(super) async fn peer<S: Storage, T: Transport>(
         return Err(ApiError::Unauthorized);
     }
     match uri.path().strip_prefix("/v1/paxos/").unwrap_or_default() {
-        "batch" => peer_batch(&state, body)
+        "batch" => peer_batch(&state, &headers, body)
             .await
             .map(IntoResponse::into_response),
         "hello" => {
@@ -192,9 +193,14 @@ fn check_version(version: u32) -> Result<(), ApiError> {
 
 /// `/v1/paxos/batch`: every message is checked before any is applied, so a
 /// malformed batch changes nothing (400); then all run concurrently and the
-/// reply lists each acceptor's answer in order.
+/// reply lists each acceptor's answer in order. Its [`LAZY_HEADER`] names
+/// the announced decides, recorded without a sync; without it (a sender of
+/// a release before the header) every message is durable. A malformed
+/// header value is refused like a malformed body (see
+/// [`parse_lazy_header`] for why it is not read as "all durable").
 async fn peer_batch<S: Storage, T: Transport>(
     state: &AppState<S, T>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let body = read_body(
@@ -213,14 +219,22 @@ async fn peer_batch<S: Storage, T: Transport>(
             batch.messages.len()
         )));
     }
+    let mut marks = headers.get_all(LAZY_HEADER).iter();
+    let mark = marks.next();
+    if marks.next().is_some() {
+        return Err(ApiError::BadPeerMessage(format!(
+            "header {LAZY_HEADER}: more than one"
+        )));
+    }
+    let lazy = parse_lazy_header(mark.map(|v| v.as_bytes()), &batch.messages)
+        .map_err(ApiError::BadPeerMessage)?;
     let mut requests = Vec::with_capacity(batch.messages.len());
-    for message in batch.messages {
+    for (message, lazy) in batch.messages.into_iter().zip(lazy) {
         check_message(state, &message.key, message.value.as_ref())?;
-        requests.push(
-            message
-                .into_request(batch.version)
-                .map_err(ApiError::BadPeerMessage)?,
-        );
+        let (key, request, fence) = message
+            .into_request(batch.version)
+            .map_err(ApiError::BadPeerMessage)?;
+        requests.push((key, request, fence, lazy));
     }
     let incarnation = node.incarnation();
     let replies = node

@@ -71,6 +71,32 @@ pub trait Storage: Send + Sync + 'static {
         state: &State,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// Replaces the state of `key` like [`Storage::store`], but resolves
+    /// once later loads see the new state, not once it is durable: it
+    /// becomes durable with the next write that is (a group commit syncs
+    /// everything applied before it) or soon after on an idle node; a crash
+    /// before that loses it, and `key` then reads as its last durable state.
+    /// Writes to one key stay in the order they were made, lazy or not.
+    ///
+    /// Only for a write whose loss costs nothing but time: a decided flag
+    /// from an announce (docs/design.md, "Durability: what is synced
+    /// before a reply"). Never for a promise or a vote. The default is
+    /// [`Storage::store`].
+    fn store_lazy(
+        &self,
+        key: &str,
+        state: &State,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        self.store(key, state)
+    }
+
+    /// Resolves once every write applied so far is durable, lazy ones
+    /// included: before a reply that rests on state a lazy write made (a
+    /// `Decided` answer someone counts). At once when none is pending.
+    fn settle(&self) -> impl Future<Output = Result<(), StorageError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The node's durable ballot reservation mark (0 when never written).
     fn load_round_mark(&self) -> Result<u64, StorageError>;
 

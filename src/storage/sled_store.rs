@@ -97,6 +97,9 @@ enum Write {
     },
     /// Several keys that must change atomically (a chunked value).
     Batch(sled::Batch),
+    /// No change: a barrier whose group commit makes every write applied
+    /// before it durable ([`Storage::settle`]).
+    Nothing,
 }
 
 impl Write {
@@ -113,6 +116,7 @@ impl Write {
                 }
             }
             Write::Batch(batch) => db.apply_batch(batch)?,
+            Write::Nothing => {}
         }
         Ok(())
     }
@@ -124,6 +128,11 @@ struct Commit {
     cond: Condvar,
     /// How many sync rounds ran (each is one `fdatasync`), for metrics.
     syncs: AtomicU64,
+    /// Lazy writes applied so far (counted by the sync thread).
+    lazy_applied: AtomicU64,
+    /// `lazy_applied` as it was when the last successful sync began: every
+    /// lazy write up to there is durable.
+    lazy_synced: AtomicU64,
     /// The first write failure; once set, the store refuses everything.
     failed: OnceLock<String>,
 }
@@ -140,9 +149,25 @@ impl Commit {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Write, Done)>,
+    pending: Vec<Pending>,
     stop: bool,
 }
+
+/// A queued write and who waits for it.
+struct Pending {
+    write: Write,
+    done: Done,
+    /// Answered once applied (visible to later loads), without waiting for
+    /// a sync: see [`Storage::store_lazy`].
+    lazy: bool,
+}
+
+/// How long lazy writes may wait, applied but not synced, for a group
+/// commit to cover them before the sync thread runs one for them alone.
+/// Under load a durable write comes much sooner (every PUT's accept is
+/// one), so this only fires on an idle node: it bounds how long a
+/// decided flag (the only lazy write) can stay in memory.
+const LAZY_SYNC_AFTER: Duration = Duration::from_millis(200);
 
 fn poisoned(why: &str) -> StorageError {
     StorageError::Io(format!(
@@ -191,6 +216,8 @@ impl Open {
             queue: Mutex::new(Queue::default()),
             cond: Condvar::new(),
             syncs: AtomicU64::new(0),
+            lazy_applied: AtomicU64::new(0),
+            lazy_synced: AtomicU64::new(0),
             failed: OnceLock::new(),
         });
         let syncer = Syncer {
@@ -212,9 +239,10 @@ impl Open {
     }
 
     /// Hands `write` to the sync thread and waits until it is applied and
-    /// durable. The async caller never blocks a runtime thread on sled's
-    /// flush or on the disk.
-    async fn commit(&self, write: Write) -> Result<(), StorageError> {
+    /// durable (`lazy`: only until it is applied). The async caller never
+    /// blocks a runtime thread on sled's flush or on the disk. Writes are
+    /// applied in the order they are queued, lazy or not.
+    async fn commit(&self, write: Write, lazy: bool) -> Result<(), StorageError> {
         self.commit.check()?;
         let (done, result) = oneshot::channel();
         {
@@ -222,12 +250,74 @@ impl Open {
             if queue.stop {
                 return Err(StorageError::Io("storage is closed".into()));
             }
-            queue.pending.push((write, done));
+            queue.pending.push(Pending { write, done, lazy });
         }
         self.commit.cond.notify_one();
         result
             .await
             .map_err(|_| StorageError::Io("sync thread stopped".into()))?
+    }
+
+    /// The write that replaces the state of `key` with `state`. Reads the
+    /// key's current record: the caller holds the key's lock, and the
+    /// key's earlier writes are applied (`commit` returned), so it is the
+    /// state this write replaces.
+    fn write_of(&self, key: &str, state: &State) -> Result<Write, StorageError> {
+        let value = state.accepted.as_ref().map(|a| &a.value.bytes);
+        let value_len = match value {
+            Some(v) => u32::try_from(v.len())
+                .map_err(|_| StorageError::Io("value larger than 4 GiB".into()))?,
+            None => 0,
+        };
+        let header = Header {
+            promised: state.promised,
+            vote: state.accepted.as_ref().map(|a| a.ballot),
+            decided: state.decided,
+            writer: state.accepted.as_ref().map_or(0, |a| a.value.writer),
+            value_len,
+            inline: value.is_some_and(|v| v.len() <= CHUNK),
+        };
+        let old = match self.db.get(codec::header_key(key))? {
+            Some(raw) => Some(Header::decode(&raw)?.0),
+            None => None,
+        };
+        let old_chunks = old.map_or(0, |o| o.chunks());
+        if header.inline || header.vote.is_none() {
+            let inline = if header.inline {
+                &value.expect("inline")[..]
+            } else {
+                &[]
+            };
+            return Ok(Write::Insert {
+                key: codec::header_key(key),
+                record: header.encode(inline),
+                garbage: (0..old_chunks).map(|i| codec::chunk_key(key, i)).collect(),
+            });
+        }
+        // One ballot carries one value, so the same vote ballot, writer and
+        // length in chunks means the chunks on disk are already this value.
+        let same_value = old.is_some_and(|o| {
+            o.vote == header.vote
+                && o.writer == header.writer
+                && o.value_len == header.value_len
+                && !o.inline
+        });
+        if same_value {
+            return Ok(Write::Insert {
+                key: codec::header_key(key),
+                record: header.encode(&[]),
+                garbage: Vec::new(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        for (i, chunk) in value.expect("a vote").chunks(CHUNK).enumerate() {
+            batch.insert(codec::chunk_key(key, i as u32), chunk);
+        }
+        for i in header.chunks()..old_chunks {
+            batch.remove(codec::chunk_key(key, i));
+        }
+        batch.insert(codec::header_key(key), header.encode(&[]));
+        Ok(Write::Batch(batch))
     }
 
     fn read_value(&self, key: &str, header: &Header) -> Result<Bytes, StorageError> {
@@ -398,65 +488,26 @@ impl Storage for SledStorage {
 
     async fn store(&self, key: &str, state: &State) -> Result<(), StorageError> {
         let open = self.open_db()?;
-        let value = state.accepted.as_ref().map(|a| &a.value.bytes);
-        let value_len = match value {
-            Some(v) => u32::try_from(v.len())
-                .map_err(|_| StorageError::Io("value larger than 4 GiB".into()))?,
-            None => 0,
-        };
-        let header = Header {
-            promised: state.promised,
-            vote: state.accepted.as_ref().map(|a| a.ballot),
-            decided: state.decided,
-            writer: state.accepted.as_ref().map_or(0, |a| a.value.writer),
-            value_len,
-            inline: value.is_some_and(|v| v.len() <= CHUNK),
-        };
-        let old = match open.db.get(codec::header_key(key))? {
-            Some(raw) => Some(Header::decode(&raw)?.0),
-            None => None,
-        };
-        let old_chunks = old.map_or(0, |o| o.chunks());
-        if header.inline || header.vote.is_none() {
-            let inline = if header.inline {
-                &value.expect("inline")[..]
-            } else {
-                &[]
-            };
-            return open
-                .commit(Write::Insert {
-                    key: codec::header_key(key),
-                    record: header.encode(inline),
-                    garbage: (0..old_chunks).map(|i| codec::chunk_key(key, i)).collect(),
-                })
-                .await;
+        let write = open.write_of(key, state)?;
+        open.commit(write, false).await
+    }
+
+    async fn store_lazy(&self, key: &str, state: &State) -> Result<(), StorageError> {
+        let open = self.open_db()?;
+        let write = open.write_of(key, state)?;
+        open.commit(write, true).await
+    }
+
+    async fn settle(&self) -> Result<(), StorageError> {
+        let open = self.open_db()?;
+        let commit = &open.commit;
+        if commit.lazy_synced.load(Ordering::Acquire) >= commit.lazy_applied.load(Ordering::Acquire)
+        {
+            return commit.check();
         }
-        // One ballot carries one value, so the same vote ballot, writer and
-        // length in chunks means the chunks on disk are already this value.
-        let same_value = old.is_some_and(|o| {
-            o.vote == header.vote
-                && o.writer == header.writer
-                && o.value_len == header.value_len
-                && !o.inline
-        });
-        if same_value {
-            return open
-                .commit(Write::Insert {
-                    key: codec::header_key(key),
-                    record: header.encode(&[]),
-                    garbage: Vec::new(),
-                })
-                .await;
-        }
-        let mut batch = sled::Batch::default();
-        for (i, chunk) in value.expect("a vote").chunks(CHUNK).enumerate() {
-            batch.insert(codec::chunk_key(key, i as u32), chunk);
-        }
-        for i in header.chunks()..old_chunks {
-            batch.remove(codec::chunk_key(key, i));
-        }
-        batch.insert(codec::header_key(key), header.encode(&[]));
-        open.commit(Write::Batch(batch)).await
+        // A write of nothing: its group commit syncs everything applied
+        // before it.
+        open.commit(Write::Nothing, false).await
     }
 
     fn load_round_mark(&self) -> Result<u64, StorageError> {
@@ -474,11 +525,14 @@ impl Storage for SledStorage {
 
     async fn store_round_mark(&self, mark: u64) -> Result<(), StorageError> {
         self.open_db()?
-            .commit(Write::Insert {
-                key: ROUND_KEY.to_vec(),
-                record: mark.to_be_bytes().to_vec(),
-                garbage: Vec::new(),
-            })
+            .commit(
+                Write::Insert {
+                    key: ROUND_KEY.to_vec(),
+                    record: mark.to_be_bytes().to_vec(),
+                    garbage: Vec::new(),
+                },
+                false,
+            )
             .await
     }
 
@@ -649,43 +703,104 @@ impl Syncer {
             let pending = {
                 let mut queue = self.commit.queue.lock().expect("poisoned");
                 while queue.pending.is_empty() && !queue.stop {
-                    queue = self.commit.cond.wait(queue).expect("poisoned");
+                    if self.lazy_unsynced() {
+                        let (q, waited) = self
+                            .commit
+                            .cond
+                            .wait_timeout(queue, LAZY_SYNC_AFTER)
+                            .expect("poisoned");
+                        queue = q;
+                        if waited.timed_out() && queue.pending.is_empty() && !queue.stop {
+                            break; // idle: a group commit of no writes covers them
+                        }
+                    } else {
+                        queue = self.commit.cond.wait(queue).expect("poisoned");
+                    }
                 }
-                if queue.pending.is_empty() {
+                if queue.pending.is_empty() && queue.stop {
+                    drop(queue);
+                    if self.lazy_unsynced() && self.commit.failed.get().is_none() {
+                        self.round(Vec::new()); // closing: make them durable
+                    }
                     return;
                 }
                 std::mem::take(&mut queue.pending)
             };
-            let applied: Vec<(Result<(), StorageError>, Done)> = pending
-                .into_iter()
-                .map(|(write, done)| (write.apply(&self.db), done))
-                .collect();
-            let started = std::time::Instant::now();
-            let synced = self.sync();
-            if let Some(observe) = self.observer.get() {
-                observe(started.elapsed());
+            self.round(pending);
+        }
+    }
+
+    /// Whether some applied lazy write is not yet covered by a sync.
+    fn lazy_unsynced(&self) -> bool {
+        self.commit.lazy_synced.load(Ordering::Relaxed)
+            < self.commit.lazy_applied.load(Ordering::Relaxed)
+    }
+
+    /// One group commit: applies every write in queue order, answers the
+    /// lazy ones, then (unless every write was lazy) flushes and syncs once
+    /// and answers the rest. With no writes at all it only syncs (lazy
+    /// writes left unsynced by an idle node).
+    fn round(&mut self, pending: Vec<Pending>) {
+        let idle = pending.is_empty();
+        let mut waiting: Vec<(Result<(), StorageError>, Done)> = Vec::new();
+        let mut lazy_answers: Vec<(Result<(), StorageError>, Done)> = Vec::new();
+        for Pending { write, done, lazy } in pending {
+            let result = write.apply(&self.db);
+            if lazy {
+                self.commit.lazy_applied.fetch_add(1, Ordering::Release);
+                lazy_answers.push((result, done));
+            } else {
+                waiting.push((result, done));
             }
-            self.commit.syncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = &synced {
+        }
+        // A write that failed to apply fails the database before anyone
+        // hears back (invariant 9).
+        let apply_failure = waiting
+            .iter()
+            .chain(lazy_answers.iter())
+            .find_map(|(r, _)| r.as_ref().err().cloned());
+        if let Some(e) = &apply_failure {
+            self.fail(e);
+        }
+        // Lazy writers need only the write applied: later loads of their
+        // key see it, and the sync below or a later one makes it durable.
+        for (result, done) in lazy_answers {
+            let _ = done.send(result.and_then(|()| self.commit.check()));
+        }
+        let must_sync = !waiting.is_empty() || idle;
+        if !must_sync || apply_failure.is_some() {
+            for (result, done) in waiting {
+                let _ = done.send(result.and_then(|()| self.commit.check()));
+            }
+            return;
+        }
+        let covered = self.commit.lazy_applied.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
+        let synced = self.sync();
+        if let Some(observe) = self.observer.get() {
+            observe(started.elapsed());
+        }
+        self.commit.syncs.fetch_add(1, Ordering::Relaxed);
+        match &synced {
+            Ok(()) => self.commit.lazy_synced.store(covered, Ordering::Release),
+            Err(e) => {
                 tracing::error!(error = %e, "group commit failed; writes answered with errors");
+                // Poison before anyone hears back, so that no later load
+                // sees state the failed round left in memory only.
+                self.fail(e);
             }
-            // Poison before anyone hears back, so that no later load sees
-            // state the failed round left in memory only.
-            let failure = synced
-                .as_ref()
-                .err()
-                .or_else(|| applied.iter().find_map(|(r, _)| r.as_ref().err()));
-            if let Some(e) = failure {
-                if self.commit.failed.set(e.to_string()).is_ok() {
-                    tracing::error!(
-                        error = %e,
-                        "storage failed: this database is never written again (fail-stop)"
-                    );
-                }
-            }
-            for (result, done) in applied {
-                let _ = done.send(result.and_then(|()| synced.clone()));
-            }
+        }
+        for (result, done) in waiting {
+            let _ = done.send(result.and_then(|()| synced.clone()));
+        }
+    }
+
+    fn fail(&self, e: &StorageError) {
+        if self.commit.failed.set(e.to_string()).is_ok() {
+            tracing::error!(
+                error = %e,
+                "storage failed: this database is never written again (fail-stop)"
+            );
         }
     }
 

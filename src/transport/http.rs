@@ -6,7 +6,9 @@
 //! holds a call back: an idle link sends a call at once, alone; a busy one
 //! sends whatever queued while its batches were in flight. Under load one
 //! HTTP exchange then carries many keys, and the peer's acceptor makes them
-//! all durable in one group commit.
+//! all durable in one group commit. Announced decides in a batch are
+//! listed in its `x-paxos-kv-lazy` header ([`LAZY_HEADER`]), never in
+//! the body.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -15,17 +17,17 @@ use std::time::Duration;
 use crate::config::Limits;
 use crate::metrics::Latency;
 use crate::value::Value;
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::list::ListPeers;
 use super::wire::{
-    BatchMessage, BatchResponse, ConfigReply, ConfigRequest, Envelope, FenceReply, FenceRequest,
-    HelloRequest, PeerBatch, ScanReply, ScanRequest, BATCH_VALUE_BYTES, MAX_BATCH_MESSAGES,
-    PROTOCOL_VERSION,
+    lazy_header, BatchMessage, BatchResponse, ConfigReply, ConfigRequest, Envelope, FenceReply,
+    FenceRequest, HelloRequest, PeerBatch, ScanReply, ScanRequest, BATCH_VALUE_BYTES, LAZY_HEADER,
+    MAX_BATCH_MESSAGES, PROTOCOL_VERSION,
 };
 use super::{Answer, Control, ControlReply, Transport, TransportError};
-use crate::paxos::{Fence, NodeId, Request};
+use crate::paxos::{Ballot, Fence, NodeId, Request};
 
 /// Batches in flight to one peer at a time.
 pub const IN_FLIGHT: usize = 2;
@@ -35,6 +37,8 @@ type CallResult = Result<Answer, TransportError>;
 /// A call waiting for its batch.
 struct Queued {
     message: BatchMessage,
+    /// An announced decide: listed in the batch's [`LAZY_HEADER`].
+    lazy: bool,
     done: oneshot::Sender<CallResult>,
 }
 
@@ -197,6 +201,36 @@ fn links_to(
 }
 
 impl HttpTransport {
+    /// Queues `message` on `to`'s link (batched with others) and waits for
+    /// its answer, at most the call timeout. `lazy`: an announced decide
+    /// (see [`LAZY_HEADER`]).
+    async fn send(&self, to: NodeId, message: BatchMessage, lazy: bool) -> CallResult {
+        let link = self.link(to)?;
+        let queue = link.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_batches(
+                self.shared.clone(),
+                link.peer,
+                link.url.clone(),
+                rx,
+            ));
+            tx
+        });
+        let (done, reply) = oneshot::channel();
+        queue
+            .send(Queued {
+                message,
+                lazy,
+                done,
+            })
+            .map_err(|_| TransportError::Unreachable("the peer link is closed".into()))?;
+        match tokio::time::timeout(self.timeout, reply).await {
+            Err(_) => Err(TransportError::Timeout),
+            Ok(Err(_)) => Err(TransportError::Unreachable("the peer link closed".into())),
+            Ok(Ok(result)) => result,
+        }
+    }
+
     fn link(&self, to: NodeId) -> Result<Arc<Link>, TransportError> {
         let links = self.links.read().expect("poisoned");
         links
@@ -222,27 +256,14 @@ impl Transport for HttpTransport {
         request: Request<Value>,
         fence: Fence,
     ) -> CallResult {
-        let link = self.link(to)?;
-        let queue = link.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(send_batches(
-                self.shared.clone(),
-                link.peer,
-                link.url.clone(),
-                rx,
-            ));
-            tx
-        });
-        let (done, reply) = oneshot::channel();
-        let message = BatchMessage::new(key, request, fence);
-        queue
-            .send(Queued { message, done })
-            .map_err(|_| TransportError::Unreachable("the peer link is closed".into()))?;
-        match tokio::time::timeout(self.timeout, reply).await {
-            Err(_) => Err(TransportError::Timeout),
-            Ok(Err(_)) => Err(TransportError::Unreachable("the peer link closed".into())),
-            Ok(Ok(result)) => result,
-        }
+        self.send(to, BatchMessage::new(key, request, fence), false)
+            .await
+    }
+
+    async fn announce(&self, to: NodeId, key: &str, ballot: Ballot, value: Value) -> CallResult {
+        let decide = Request::Decide { ballot, value };
+        self.send(to, BatchMessage::new(key, decide, Fence::default()), true)
+            .await
     }
 
     async fn control(&self, to: NodeId, message: Control) -> Result<ControlReply, TransportError> {
@@ -356,9 +377,23 @@ pub(crate) async fn post_json<B: serde::Serialize, R: serde::de::DeserializeOwne
     auth: Option<&HeaderValue>,
     body: &B,
 ) -> Result<R, TransportError> {
+    post_json_with(client, url, auth, None, body).await
+}
+
+/// [`post_json`] with one more request header (`extra`).
+async fn post_json_with<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    auth: Option<&HeaderValue>,
+    extra: Option<(HeaderName, HeaderValue)>,
+    body: &B,
+) -> Result<R, TransportError> {
     let mut builder = client.post(url).json(body);
     if let Some(auth) = auth {
         builder = builder.header(AUTHORIZATION, auth.clone());
+    }
+    if let Some((name, value)) = extra {
+        builder = builder.header(name, value);
     }
     let response = builder.send().await.map_err(classify)?;
     let status = response.status();
@@ -447,6 +482,7 @@ async fn send_batch(
     _permit: OwnedSemaphorePermit,
     failing: Arc<Mutex<Option<String>>>,
 ) {
+    let lazy: Vec<bool> = batch.iter().map(|q| q.lazy).collect();
     let (messages, waiters): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|q| (q.message, q.done)).unzip();
     let body = {
@@ -454,7 +490,7 @@ async fn send_batch(
         PeerBatch::new(shared.me, &envelope, messages)
     };
     let started = std::time::Instant::now();
-    let result = exchange(&shared, peer, url, &body).await;
+    let result = exchange(&shared, peer, url, &body, lazy_header(&lazy)).await;
     if let Some(latency) = &shared.latency {
         latency.observe_peer_call(peer, started.elapsed());
     }
@@ -492,14 +528,22 @@ async fn send_batch(
     }
 }
 
-/// One POST of a batch; the replies in order, or why there are none.
+/// One POST of a batch, with its [`LAZY_HEADER`] when `lazy` lists any
+/// message; the replies in order, or why there are none.
 async fn exchange(
     shared: &Shared,
     peer: NodeId,
     url: reqwest::Url,
     body: &PeerBatch,
+    lazy: Option<String>,
 ) -> Result<Vec<CallResult>, TransportError> {
-    let reply: BatchResponse = post_json(&shared.client, url, shared.auth.as_ref(), body).await?;
+    let lazy = lazy
+        .map(|marks| HeaderValue::from_str(&marks))
+        .transpose()
+        .map_err(|e| TransportError::Protocol(format!("{LAZY_HEADER}: {e}")))?
+        .map(|marks| (HeaderName::from_static(LAZY_HEADER), marks));
+    let reply: BatchResponse =
+        post_json_with(&shared.client, url, shared.auth.as_ref(), lazy, body).await?;
     if reply.from != peer {
         return Err(TransportError::Protocol(format!(
             "expected node {peer}, node {} answered (check --peers)",
@@ -526,5 +570,136 @@ fn classify(e: reqwest::Error) -> TransportError {
         // With its causes: the TLS reason (unknown issuer, a refused
         // certificate) is only in the sources.
         TransportError::Unreachable(crate::error_chain::error_chain(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::wire::{BatchReply, Op};
+    use axum::http::HeaderMap;
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+
+    /// One batch as the peer saw it: its `x-paxos-kv-lazy` header values
+    /// and its body.
+    type Seen = (Vec<String>, Bytes);
+
+    /// A peer (node 2) that records every batch and answers it only when
+    /// `gate` gives a permit.
+    async fn capturing_peer(gate: Arc<Semaphore>) -> (reqwest::Url, mpsc::UnboundedReceiver<Seen>) {
+        let (seen, batches) = mpsc::unbounded_channel::<Seen>();
+        let handler = move |headers: HeaderMap, body: Bytes| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            async move {
+                let marks = headers
+                    .get_all(LAZY_HEADER)
+                    .iter()
+                    .map(|v| v.to_str().expect("ASCII").to_owned())
+                    .collect();
+                let batch: PeerBatch = serde_json::from_slice(&body).expect("a batch");
+                let _ = seen.send((marks, body));
+                gate.acquire().await.expect("open").forget();
+                axum::Json(BatchResponse {
+                    version: PROTOCOL_VERSION,
+                    from: 2,
+                    incarnation: 1,
+                    replies: batch
+                        .messages
+                        .iter()
+                        .map(|_| BatchReply::Error("captured".into()))
+                        .collect(),
+                })
+            }
+        };
+        let app = axum::Router::new().route("/v1/paxos/batch", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (reqwest::Url::parse(&url).expect("URL"), batches)
+    }
+
+    async fn next(batches: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(Duration::from_secs(30), batches.recv())
+            .await
+            .expect("a batch within 30 s")
+            .expect("the peer runs")
+    }
+
+    /// Over real HTTP: announces batched with an accept and a durable
+    /// decide are listed in the batch's header by their indexes (and only
+    /// they: a durable decide marked lazy would let a counted answer
+    /// precede the sync), a batch without an announce has no header, and
+    /// no body carries a `lazy` field.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn announces_are_marked_in_the_header_by_index() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (url, mut batches) = capturing_peer(gate.clone()).await;
+        let transport = HttpTransport::new(
+            1,
+            &BTreeMap::from([(2, url)]),
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("transport");
+        let ballot = Ballot::new(3, 1);
+        let value = Value {
+            writer: 7,
+            bytes: Bytes::from_static(b"v"),
+        };
+        let decide = || Request::Decide {
+            ballot,
+            value: value.clone(),
+        };
+        // Two prepares, one after the other, fill both in-flight slots; the
+        // peer holds them.
+        let t = &transport;
+        let mut held = Vec::new();
+        for key in ["p0", "p1"] {
+            let mut call = t
+                .call(2, key, Request::Prepare { ballot }, Fence::default())
+                .boxed();
+            assert!(call.as_mut().now_or_never().is_none());
+            held.push(call);
+            let (marks, _) = next(&mut batches).await;
+            assert!(marks.is_empty(), "{marks:?}");
+        }
+        // Queued in this order while they wait (one poll queues each).
+        let accept = Request::Accept {
+            ballot,
+            value: value.clone(),
+        };
+        let mixed = futures_util::future::join_all([
+            t.announce(2, "k0", ballot, value.clone()).boxed(),
+            t.call(2, "k1", accept, Fence::default()).boxed(),
+            t.announce(2, "k2", ballot, value.clone()).boxed(),
+            t.call(2, "k3", decide(), Fence::default()).boxed(),
+        ]);
+        let mut mixed = Box::pin(mixed);
+        assert!(mixed.as_mut().now_or_never().is_none());
+        gate.add_permits(3);
+        let (marks, body) = next(&mut batches).await;
+        assert_eq!(marks, ["0,2"]);
+        let text = std::str::from_utf8(&body).expect("UTF-8");
+        assert!(!text.contains("lazy"), "{text}");
+        let batch: PeerBatch = serde_json::from_slice(&body).expect("a batch");
+        let sent: Vec<(String, Op)> = batch
+            .messages
+            .iter()
+            .map(|m| (m.key.clone(), m.op))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("k0".into(), Op::Decide),
+                ("k1".into(), Op::Accept),
+                ("k2".into(), Op::Decide),
+                ("k3".into(), Op::Decide)
+            ]
+        );
+        futures_util::future::join_all(held).await;
+        mixed.await;
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::value::Value;
 
-use crate::paxos::{Fence, Incarnation, NodeId, Reply, Request};
+use crate::paxos::{Ballot, Fence, Incarnation, NodeId, Reply, Request};
 
 mod http;
 pub mod list;
@@ -114,6 +114,21 @@ pub trait Transport: Send + Sync + 'static {
         request: Request<Value>,
         fence: Fence,
     ) -> impl Future<Output = Result<Answer, TransportError>> + Send;
+
+    /// Tells `to` that `value` was chosen in `ballot`, for
+    /// `Node::announce`: fire and forget, so the peer may record it without
+    /// a disk sync (the `x-paxos-kv-lazy` header on the wire,
+    /// [`wire::LAZY_HEADER`]). The default sends an
+    /// ordinary decide, durable before its answer.
+    fn announce(
+        &self,
+        to: NodeId,
+        key: &str,
+        ballot: Ballot,
+        value: Value,
+    ) -> impl Future<Output = Result<Answer, TransportError>> + Send {
+        self.call(to, key, Request::Decide { ballot, value }, Fence::default())
+    }
 
     /// Sends a node-level message to `to`.
     fn control(

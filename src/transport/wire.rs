@@ -22,6 +22,10 @@
 //! A message with another `version` is refused with 400 instead of being
 //! misread (invariant 7).
 //!
+//! Which messages of a batch are announced decides, recorded without a
+//! disk sync, travels beside the body, in the [`LAZY_HEADER`] header: the
+//! body stays the shape releases before it accept.
+//!
 //! ```json
 //! {"version":2,"from":2,"cluster":"9f..-01..","epoch":1,"incarnation":1,
 //!  "messages":[{"op":"accept","key":"app/db","ballot":{"round":7,"node":2},
@@ -247,6 +251,87 @@ impl BatchMessage {
         };
         Ok((self.key, request, Fence(self.fence.unwrap_or_default())))
     }
+}
+
+/// The HTTP request header of a `/v1/paxos/batch` POST that names the
+/// messages of its batch that are announced decides (fire and forget, the
+/// answer dropped), which the acceptor may record without waiting for a
+/// disk sync (docs/design.md, "Durability: what is synced before a
+/// reply"; docs/api.md, "Peer protocol"): their indexes in the batch,
+/// ascending, comma-separated, e.g. `x-paxos-kv-lazy: 0,3`.
+///
+/// A header and not a field of [`BatchMessage`]: releases before it refuse
+/// a body with a field they do not know (`deny_unknown_fields`), and with
+/// it every accept batched alongside, but ignore a header they do not
+/// know, and then simply record the decide durably. So old and new nodes
+/// interoperate during a rolling upgrade. A batch without the header (what
+/// those releases send) is durable throughout.
+pub const LAZY_HEADER: &str = "x-paxos-kv-lazy";
+
+/// The [`LAZY_HEADER`] value of a batch whose message `i` is a lazy
+/// announce iff `lazy[i]`; `None` (send no header) when none is.
+pub fn lazy_header(lazy: &[bool]) -> Option<String> {
+    let indexes: Vec<String> = lazy
+        .iter()
+        .enumerate()
+        .filter(|(_, &lazy)| lazy)
+        .map(|(i, _)| i.to_string())
+        .collect();
+    (!indexes.is_empty()).then(|| indexes.join(","))
+}
+
+/// Which of `messages` are lazy announces, from the batch's
+/// [`LAZY_HEADER`] value (`None`: no header, every message durable, as a
+/// release before the header sends them).
+///
+/// A malformed value is refused (the batch gets a 400 and nothing of it is
+/// applied, like a malformed body), rather than read as "all durable",
+/// though durable would be safe: only this release's own sender writes the
+/// header, so a bad one is a bug or a forgery, and refusing says so at
+/// once where ignoring would hide it, at the price of nothing but the
+/// batch (its sender answers its callers with the error). Malformed means:
+/// not a list of decimal indexes (spaces around the commas are allowed),
+/// not strictly ascending, past the end of the batch, or naming a message
+/// other than a decide (only an announced decide may skip the sync; a
+/// lazy promise or vote would break invariant 1).
+pub fn parse_lazy_header(
+    value: Option<&[u8]>,
+    messages: &[BatchMessage],
+) -> Result<Vec<bool>, String> {
+    let mut lazy = vec![false; messages.len()];
+    let Some(value) = value else {
+        return Ok(lazy);
+    };
+    let bad = |why: String| format!("header {LAZY_HEADER}: {why}");
+    let text = std::str::from_utf8(value)
+        .map_err(|_| bad("not a list of message indexes (not ASCII)".into()))?;
+    let mut last: Option<usize> = None;
+    for item in text.split(',') {
+        let item = item.trim_matches(' ');
+        let shown: String = item.chars().take(24).collect();
+        let index = Some(item)
+            .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|i| i.parse::<usize>().ok())
+            .ok_or_else(|| bad(format!("{shown:?} is not a message index")))?;
+        if last.is_some_and(|last| index <= last) {
+            return Err(bad(format!(
+                "the indexes must be strictly ascending ({index} after {})",
+                last.unwrap_or_default()
+            )));
+        }
+        let message = messages
+            .get(index)
+            .ok_or_else(|| bad(format!("message {index} of a batch of {}", messages.len())))?;
+        if message.op != Op::Decide {
+            return Err(bad(format!(
+                "message {index} ({}) is not a decide: only a decide may be lazy",
+                message.op.name()
+            )));
+        }
+        lazy[index] = true;
+        last = Some(index);
+    }
+    Ok(lazy)
 }
 
 /// Body of the answer to a [`PeerBatch`]: one entry per message, in order.
@@ -682,5 +767,174 @@ mod tests {
             ..prepare
         };
         assert!(forged.into_request(PROTOCOL_VERSION).is_err());
+    }
+
+    /// The batch shapes of the previous release (protocol 2, before lazy
+    /// decides), frozen here: whatever this release
+    /// sends must decode under their rules, or nodes still running it
+    /// refuse the whole batch during a rolling upgrade.
+    mod previous_release {
+        use super::super::{Base64, Op};
+        use crate::paxos::{Ballot, Incarnation, NodeId};
+        use serde::Deserialize;
+        use std::collections::BTreeMap;
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)] // decoded, never read: the decode is the check
+        pub struct PeerBatch {
+            pub version: u32,
+            pub from: NodeId,
+            pub cluster: String,
+            pub epoch: u64,
+            pub incarnation: Incarnation,
+            pub messages: Vec<BatchMessage>,
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        pub struct BatchMessage {
+            pub op: Op,
+            pub key: String,
+            #[serde(default)]
+            pub ballot: Option<Ballot>,
+            #[serde(default)]
+            pub value: Option<Base64>,
+            #[serde(default)]
+            pub writer: Option<u64>,
+            #[serde(default)]
+            pub fence: Option<BTreeMap<NodeId, Incarnation>>,
+        }
+    }
+
+    /// A batch of an accept, two announces and a durable decide, as the
+    /// HTTP transport sends it.
+    fn mixed_batch() -> (Vec<BatchMessage>, Vec<bool>) {
+        let value = Value {
+            writer: 7,
+            bytes: Bytes::from_static(b"hi"),
+        };
+        let ballot = Ballot::new(3, 1);
+        let decide = || {
+            BatchMessage::new(
+                "k",
+                Request::Decide {
+                    ballot,
+                    value: value.clone(),
+                },
+                Fence::default(),
+            )
+        };
+        let accept = BatchMessage::new(
+            "a",
+            Request::Accept {
+                ballot,
+                value: value.clone(),
+            },
+            Fence(BTreeMap::from([(1, 1), (2, 1)])),
+        );
+        (
+            vec![decide(), accept, decide(), decide()],
+            vec![true, false, true, false],
+        )
+    }
+
+    /// A batch with lazy announces serializes to a body with no `lazy`
+    /// key anywhere, which the previous release's types (unknown fields
+    /// refused) and this release's decode, every message intact.
+    #[test]
+    fn a_batch_with_lazy_announces_is_a_body_the_previous_release_accepts() {
+        let (messages, lazy) = mixed_batch();
+        let envelope = Envelope {
+            cluster: "c".into(),
+            epoch: 1,
+            incarnation: 1,
+        };
+        let batch = PeerBatch::new(2, &envelope, messages.clone());
+        let json = serde_json::to_string(&batch).unwrap();
+        assert!(!json.contains("lazy"), "{json}");
+        assert_eq!(lazy_header(&lazy).as_deref(), Some("0,2"));
+        let old: previous_release::PeerBatch = serde_json::from_str(&json).expect(&json);
+        assert_eq!(old.messages.len(), 4);
+        let back: PeerBatch = serde_json::from_str(&json).unwrap();
+        for (sent, got) in messages.into_iter().zip(back.messages) {
+            assert_eq!(
+                got.into_request(PROTOCOL_VERSION),
+                sent.into_request(PROTOCOL_VERSION)
+            );
+        }
+        // The check can fail: a `lazy` field in the body is refused.
+        let with_field = json.replacen(r#""op":"decide","#, r#""op":"decide","lazy":true,"#, 1);
+        assert!(serde_json::from_str::<previous_release::PeerBatch>(&with_field).is_err());
+        assert!(serde_json::from_str::<PeerBatch>(&with_field).is_err());
+    }
+
+    /// Marks set → header → the same marks; no header → all durable.
+    #[test]
+    fn lazy_marks_round_trip_through_the_header_and_none_means_durable() {
+        let (messages, lazy) = mixed_batch();
+        let header = lazy_header(&lazy).unwrap();
+        assert_eq!(
+            parse_lazy_header(Some(header.as_bytes()), &messages),
+            Ok(lazy)
+        );
+        assert_eq!(
+            parse_lazy_header(None, &messages),
+            Ok(vec![false; messages.len()])
+        );
+        assert_eq!(lazy_header(&[false, false]), None);
+        assert_eq!(lazy_header(&[]), None);
+        let all = [true, false, true, true];
+        assert_eq!(lazy_header(&all).as_deref(), Some("0,2,3"));
+        assert_eq!(
+            parse_lazy_header(Some(b"0, 2 ,3"), &messages),
+            Ok(all.to_vec())
+        );
+        // Every lazy subset of the decides of a batch of MAX_BATCH_MESSAGES.
+        let decides: Vec<BatchMessage> = (0..MAX_BATCH_MESSAGES)
+            .map(|_| messages[0].clone())
+            .collect();
+        let marks: Vec<bool> = (0..MAX_BATCH_MESSAGES).map(|i| i % 3 != 1).collect();
+        let header = lazy_header(&marks).unwrap();
+        assert_eq!(
+            parse_lazy_header(Some(header.as_bytes()), &decides),
+            Ok(marks)
+        );
+    }
+
+    /// A malformed header value is refused, saying what is wrong.
+    #[test]
+    fn a_malformed_lazy_header_is_refused() {
+        let (messages, _) = mixed_batch();
+        for (value, why) in [
+            (&b""[..], "is not a message index"),
+            (b" ", "is not a message index"),
+            (b"0,", "is not a message index"),
+            (b",0", "is not a message index"),
+            (b"x", "is not a message index"),
+            (b"-1", "is not a message index"),
+            (b"+0", "is not a message index"),
+            (b"0x2", "is not a message index"),
+            (b"99999999999999999999999", "is not a message index"),
+            (b"\xff", "not ASCII"),
+            (b"2,0", "strictly ascending"),
+            (b"0,0", "strictly ascending"),
+            (b"4", "message 4 of a batch of 4"),
+            (b"1", "message 1 (accept) is not a decide"),
+            (b"0,1", "message 1 (accept) is not a decide"),
+        ] {
+            let err = parse_lazy_header(Some(value), &messages).expect_err(&format!("{value:?}"));
+            assert!(
+                err.contains(LAZY_HEADER) && err.contains(why),
+                "{value:?}: {err}"
+            );
+        }
+        for op in [
+            prepare(1),
+            BatchMessage::new("k", Request::Read, Fence::default()),
+        ] {
+            assert!(parse_lazy_header(Some(b"0"), &[op]).is_err());
+        }
     }
 }
