@@ -2484,11 +2484,18 @@ fn projection(state: &State) -> u64 {
 }
 
 /// A plain BFS over `model` (within its boundary): the number of unique
-/// states and the set of their projections.
-fn explore(model: &Checked) -> (usize, std::collections::HashSet<u64>) {
+/// states and the set of `project` of each (states it maps to `None` are
+/// searched but not projected).
+fn explore<M: Model>(
+    model: &M,
+    project: impl Fn(&M::State) -> Option<u64>,
+) -> (usize, std::collections::HashSet<u64>)
+where
+    M::State: std::hash::Hash,
+{
     use std::collections::{HashSet, VecDeque};
     use std::hash::{Hash, Hasher};
-    let fingerprint = |s: &State| {
+    let fingerprint = |s: &M::State| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         s.hash(&mut h);
         h.finish()
@@ -2503,7 +2510,7 @@ fn explore(model: &Checked) -> (usize, std::collections::HashSet<u64>) {
     }
     let mut actions = Vec::new();
     while let Some(state) = queue.pop_front() {
-        projections.insert(projection(&state));
+        projections.extend(project(&state));
         model.actions(&state, &mut actions);
         for action in actions.drain(..) {
             let Some(next) = model.next_state(&state, action) else {
@@ -2539,8 +2546,8 @@ fn loss_adds_states_but_no_behavior() {
         }
     };
     let start = Instant::now();
-    let (lossy_states, lossy) = explore(&scenario(true).model());
-    let (states, lossless) = explore(&scenario(false).model());
+    let (lossy_states, lossy) = explore(&scenario(true).model(), |s| Some(projection(s)));
+    let (states, lossless) = explore(&scenario(false).model(), |s| Some(projection(s)));
     println!(
         "[loss] lossy: {lossy_states} states, lossless: {states} states, \
          {} distinct non-network projections, {:.1?}",
@@ -4433,43 +4440,18 @@ mod membership_change {
     /// unique states, and the projections (everything but the network) of
     /// the states in which no actor is down.
     pub(super) fn explore(search: &Search) -> (usize, std::collections::HashSet<u64>) {
-        use std::collections::{HashSet, VecDeque};
         use std::hash::{Hash, Hasher};
-        let hash = |f: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        super::explore(&model(search), |s: &State| {
+            if s.crashed.iter().any(|c| *c) {
+                return None;
+            }
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            f(&mut h);
-            h.finish()
-        };
-        let model = model(search);
-        let mut seen = HashSet::new();
-        let mut projections = HashSet::new();
-        let mut queue: VecDeque<State> = model
-            .init_states()
-            .into_iter()
-            .filter(|s| seen.insert(hash(&|h| s.hash(h))))
-            .collect();
-        let mut actions = Vec::new();
-        while let Some(s) = queue.pop_front() {
-            if s.crashed.iter().all(|c| !c) {
-                let p = hash(&|h| {
-                    s.actor_states.hash(h);
-                    s.actor_storages.hash(h);
-                    s.timers_set.hash(h);
-                    s.history.hash(h);
-                });
-                projections.insert(p);
-            }
-            model.actions(&s, &mut actions);
-            for action in actions.drain(..) {
-                let Some(next) = model.next_state(&s, action) else {
-                    continue;
-                };
-                if model.within_boundary(&next) && seen.insert(hash(&|h| next.hash(h))) {
-                    queue.push_back(next);
-                }
-            }
-        }
-        (seen.len(), projections)
+            s.actor_states.hash(&mut h);
+            s.actor_storages.hash(&mut h);
+            s.timers_set.hash(&mut h);
+            s.history.hash(&mut h);
+            Some(h.finish())
+        })
     }
 
     /// Search of a broken variant until its first counterexample (the
