@@ -192,12 +192,7 @@ async fn sigkill_under_load_loses_no_acknowledged_put() {
     cluster.start_all().await;
 
     let verdict = verify(&records, &cluster.urls()).await;
-    assert!(
-        verdict.problems.is_empty(),
-        "seed {seed}: {} problems, first ones:\n{}",
-        verdict.problems.len(),
-        verdict.problems[..verdict.problems.len().min(10)].join("\n")
-    );
+    verdict.assert_no_problems(seed);
     assert!(
         verdict.acknowledged >= 1_000,
         "too little load: {} acked keys",
@@ -248,12 +243,7 @@ async fn large_values_survive_sigkill_mid_write() {
     kills += 3;
     cluster.start_all().await;
     let verdict = verify(&records, &cluster.urls()).await;
-    assert!(
-        verdict.problems.is_empty(),
-        "seed {seed}: {} problems, first ones:\n{}",
-        verdict.problems.len(),
-        verdict.problems[..verdict.problems.len().min(10)].join("\n")
-    );
+    verdict.assert_no_problems(seed);
     let bytes: usize = records.iter().map(|r| r.value.len()).sum();
     eprintln!(
         "large values: {} PUTs ({} MiB) on {} keys ({:?}), {} acknowledged keys intact after \
@@ -277,6 +267,18 @@ struct Verdict {
     keys: usize,
     /// PUT answers by status.
     statuses: BTreeMap<String, usize>,
+}
+
+impl Verdict {
+    /// Fails the test, naming the first ten problems, if any were found.
+    fn assert_no_problems(&self, seed: u64) {
+        assert!(
+            self.problems.is_empty(),
+            "seed {seed}: {} problems, first ones:\n{}",
+            self.problems.len(),
+            self.problems[..self.problems.len().min(10)].join("\n")
+        );
+    }
 }
 
 /// Checks what the clients saw, then reads every key through every node of
@@ -789,12 +791,7 @@ async fn decides_lost_in_a_crash_lose_no_acknowledged_put() {
         }
     }
     let verdict = verify(&records, &cluster.urls()).await;
-    assert!(
-        verdict.problems.is_empty(),
-        "seed {seed}: {} problems, first ones:\n{}",
-        verdict.problems.len(),
-        verdict.problems[..verdict.problems.len().min(10)].join("\n")
-    );
+    verdict.assert_no_problems(seed);
     assert_eq!(
         verdict.acknowledged,
         keys.len(),

@@ -605,6 +605,8 @@ async fn lazy_writes_are_visible_at_once_and_kept_in_order<B: Backend>(backend: 
     let decided = voted(b(3, 1), b(3, 1), big(1), true);
     let small = voted(b(4, 2), b(4, 2), value(2, "small"), false);
     let big_again = voted(b(5, 3), b(5, 3), big(3), true);
+    // Twenty more decided keys, stored lazily, then settled.
+    let many = |i: u64| voted(b(i + 1, 1), b(i + 1, 1), value(i, noise(100, i)), true);
     {
         let s = backend.open();
         s.store_lazy("lazy/a", &decided).await.unwrap();
@@ -622,8 +624,7 @@ async fn lazy_writes_are_visible_at_once_and_kept_in_order<B: Backend>(backend: 
             "a lazy store after a durable one",
         );
         for i in 0..20u64 {
-            let state = voted(b(i + 1, 1), b(i + 1, 1), value(i, noise(100, i)), true);
-            s.store_lazy(&format!("lazy/many/{i}"), &state)
+            s.store_lazy(&format!("lazy/many/{i}"), &many(i))
                 .await
                 .unwrap();
         }
@@ -636,10 +637,9 @@ async fn lazy_writes_are_visible_at_once_and_kept_in_order<B: Backend>(backend: 
         "after settle and a restart",
     );
     for i in 0..20u64 {
-        let state = voted(b(i + 1, 1), b(i + 1, 1), value(i, noise(100, i)), true);
         assert_state(
             &load(&s, &format!("lazy/many/{i}")),
-            &state,
+            &many(i),
             "after a restart",
         );
     }
