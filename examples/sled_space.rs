@@ -3,7 +3,8 @@
 //! Writes N registers the way a node does for a fast PUT (one record with
 //! the 256-byte value when the accept lands, the same record again with the
 //! decided flag when the decide lands), with a group commit (`flush`) every
-//! FLUSH_EVERY writes (default 32), then prints the directory size, sled's own
+//! FLUSH_EVERY writes (default 32; HEADER_BYTES sets the record header, 38
+//! by default), then prints the directory size, sled's own
 //! size and the live bytes (keys and values), so the amplification can be
 //! read off.
 //!
@@ -61,7 +62,9 @@ fn main() {
         .segment_size(segment_kib * 1024)
         .open()
         .expect("open");
-    let value = vec![7u8; 38 + 256];
+    let header: usize =
+        std::env::var("HEADER_BYTES").map_or(38, |v| v.parse().expect("HEADER_BYTES"));
+    let value = vec![7u8; header + 256];
     let mut flagged = value.clone();
     flagged[13] = 6;
     let started = std::time::Instant::now();
